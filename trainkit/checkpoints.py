@@ -1,0 +1,109 @@
+"""Which checkpoint is safe to resume from.
+
+transformers writes `checkpoint-N/` in place, `trainer_state.json` last, and its
+`get_last_checkpoint()` returns the highest number without looking inside. A kill
+mid-save leaves a directory that either crashes the resume or, worse, resumes
+silently with a fresh optimizer when `optimizer.pt`/`scheduler.pt` are missing.
+So a checkpoint counts only when every file a resume restores is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# transformers.trainer_utils.PREFIX_CHECKPOINT_DIR, copied so that status checks
+# need not import transformers (seconds) to list a directory.
+PREFIX_CHECKPOINT_DIR = "checkpoint"
+INCOMPLETE_MARKER = "checkpoint-is-incomplete.txt"
+ADAPTER_FILES = ("adapter_model.safetensors", "model.safetensors")
+TORCH_FILES = ("optimizer.pt", "scheduler.pt")
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Checkpoint]:
+    """Every checkpoint-N directory, newest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = _CHECKPOINT_RE.match(child.name)
+        if match and child.is_dir():
+            found.append(Checkpoint(child, int(match.group(1))))
+    return sorted(found, key=lambda c: c.step, reverse=True)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """None when the header parses and the file is as long as the header says."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                return f"{path.name} is truncated"
+            (header_len,) = struct.unpack("<Q", raw)
+            header = json.loads(fh.read(header_len))
+    except (OSError, ValueError) as exc:
+        return f"{path.name} header unreadable ({exc.__class__.__name__})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if path.stat().st_size < 8 + header_len + end:
+        return f"{path.name} is truncated"
+    return None
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """torch.save writes a zip whose directory sits at the end: a cut-off file has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"{path.name} is unreadable ({exc.__class__.__name__})"
+    return f"{path.name} is corrupt ({bad})" if bad else None
+
+
+def problems(checkpoint: Checkpoint) -> list[str]:
+    """Why a resume from this checkpoint would crash or silently lose state; empty when sound."""
+    path = checkpoint.path
+    if (path / INCOMPLETE_MARKER).exists():
+        return [f"{INCOMPLETE_MARKER} present (killed while saving)"]
+    if not any(path.iterdir()):
+        return ["directory is empty"]
+    found = []
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        if state.get("global_step") != checkpoint.step:
+            found.append(f"trainer_state.json says step {state.get('global_step')}, directory says {checkpoint.step}")
+    except FileNotFoundError:
+        found.append("trainer_state.json missing")
+    except (OSError, ValueError):
+        found.append("trainer_state.json unreadable")
+    adapters = [path / name for name in ADAPTER_FILES if (path / name).exists()]
+    if not adapters:
+        found.append("no adapter_model.safetensors")
+    found += [p for p in map(safetensors_problem, adapters) if p]
+    for name in TORCH_FILES:
+        if not (path / name).exists():
+            found.append(f"{name} missing (a resume would restart the optimizer and LR schedule)")
+        elif problem := torch_file_problem(path / name):
+            found.append(problem)
+    return found
+
+
+def newest_valid(output_dir: Path, on_skip=None) -> Checkpoint | None:
+    """The newest checkpoint that passes `problems`; `on_skip(checkpoint, reasons)` hears about the rest."""
+    for checkpoint in checkpoint_dirs(output_dir):
+        reasons = problems(checkpoint)
+        if not reasons:
+            return checkpoint
+        if on_skip:
+            on_skip(checkpoint, reasons)
+    return None

@@ -1,0 +1,37 @@
+"""Fault injection for the resilience tests: real failures at a chosen step.
+
+    TRAINKIT_FAULT_CRASH_AT_STEP=5   raise at the end of step 5, before its checkpoint (exit 70)
+    TRAINKIT_FAULT_NAN_AT_STEP=3     make step 3's loss NaN (divergence guard, exit 3)
+    TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
+
+Unset in production; the code paths they reach are the production ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class InjectedCrash(RuntimeError):
+    pass
+
+
+def _env_number(name: str, kind):
+    value = os.environ.get(name)
+    return kind(value) if value else None
+
+
+@dataclass(frozen=True)
+class Faults:
+    crash_at_step: int | None = None
+    nan_at_step: int | None = None
+    step_delay: float | None = None
+
+    @classmethod
+    def from_env(cls) -> "Faults":
+        return cls(
+            crash_at_step=_env_number("TRAINKIT_FAULT_CRASH_AT_STEP", int),
+            nan_at_step=_env_number("TRAINKIT_FAULT_NAN_AT_STEP", int),
+            step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
+        )

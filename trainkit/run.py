@@ -1,0 +1,207 @@
+"""The training run, top to bottom: config → resume point → data → crash-loop check → train → final adapter.
+
+    python train.py --config configs/smoke.yaml
+    python train.py --config configs/smoke.yaml --max_steps 40 --output_dir outputs/longer
+
+Exit codes are the agent protocol's (trainkit.protocol.ExitCode): 0 done, 1 fix the
+input, 2 crash loop, 3 diverged, 70 crashed mid-training, 75 interrupted after saving.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainkit import __version__, protocol
+from trainkit.errors import Diverged, TrainkitError
+from trainkit.protocol import ExitCode
+from trainkit.signals import StopRequest
+from trainkit.status import RunStatus, is_main_process, now_iso, read_json
+
+FINAL_DIR = "final"
+LOG_FILE = "trainkit.log"
+
+
+def prepare_stdio() -> None:
+    """Line-buffered stdout so a tailing agent sees each tag when it happens."""
+    sys.stdout.reconfigure(line_buffering=True)
+    if not is_main_process():
+        sys.stdout = open(os.devnull, "w")  # only rank 0 speaks the protocol
+
+
+def quiet_progress_bars() -> None:
+    """tqdm bars write carriage returns (and cursor escapes when nested) into log files."""
+    if sys.stderr.isatty():
+        return
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def finished_state(config) -> dict | None:
+    """The final adapter's trainer state when it already covers what the config asks for."""
+    final = config.output_dir / FINAL_DIR
+    state = read_json(final / "trainer_state.json")
+    if not state or not (final / "adapter_model.safetensors").is_file():
+        return None
+    if config.sft.max_steps > 0:
+        return state if state.get("global_step", 0) >= config.sft.max_steps else None
+    return state if (state.get("epoch") or 0) >= config.sft.num_train_epochs - 1e-9 else None
+
+
+def log_traceback(path: Path, context: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n=== {now_iso()} pid {os.getpid()}: {context}\n{traceback.format_exc()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    prepare_stdio()
+    stop = StopRequest()
+    stop.install()
+    status: RunStatus | None = None
+    config = None
+    started = time.time()
+    try:
+        from trainkit.config import parse
+
+        config = parse(argv)
+        return train(config, stop, started)
+    except TrainkitError as exc:
+        protocol.error(exc.message, exc.hint)
+        status = status_of(config)
+        if status:
+            status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
+            status.event(exc.state, message=exc.message)
+        return exc.exit_code
+    except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
+        log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (
+            config.output_dir / LOG_FILE if config else Path.cwd() / LOG_FILE))
+        log_traceback(log_path, "train.py crashed")
+        summary = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+        protocol.error(
+            f"training crashed: {summary}",
+            f"full traceback in {log_path}; re-run the same command to resume from the last checkpoint",
+        )
+        status = status_of(config)
+        if status:
+            status.update(state="failed", exit_code=int(ExitCode.CRASHED), message=summary)
+            status.event("error", message=summary, log=str(log_path))
+        return ExitCode.CRASHED
+
+
+def status_of(config) -> RunStatus | None:
+    """The run's status, keeping what the last writer of status.json knew."""
+    if config is None or not is_main_process():
+        return None
+    status = RunStatus(config.output_dir)
+    previous = read_json(config.output_dir / "status.json")
+    if previous:
+        status.data.update({k: v for k, v in previous.items() if k in status.data and k != "pid"})
+    return status
+
+
+def train(config, stop: StopRequest, started: float) -> int:
+    from trainkit import checkpoints, resume
+    from trainkit.callbacks import TrainkitCallback
+    from trainkit.data import load_chat_data
+    from trainkit.faults import Faults
+    from trainkit.tracking import prepare_wandb
+
+    out = config.output_dir
+    main_proc = is_main_process()
+    protocol.section(
+        config.tag,
+        f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
+        f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
+    )
+    done = finished_state(config)
+    if done:
+        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
+        return ExitCode.OK
+
+    def skipped(checkpoint, reasons):
+        protocol.warning(
+            f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
+            "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)",
+        )
+
+    newest = checkpoints.newest_valid(out, on_skip=skipped if main_proc else None)
+    step = newest.step if newest else 0
+    data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
+
+    status = RunStatus(out, enabled=main_proc, device=config.device, platform=config.platform,
+                       max_steps=config.sft.max_steps, step=step)
+    if main_proc:
+        metadata = resume.record_start(out, step, newest.path if newest else None, config.trainkit.crash_loop_limit)
+        status.update(resume_count=metadata["resume_count"],
+                      last_checkpoint=str(newest.path) if newest else None)
+        status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
+    if newest:
+        protocol.resume(step)
+
+    quiet_progress_bars()
+    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, verbose=main_proc)
+    faults = Faults.from_env()
+    callback = TrainkitCallback(status, stop, config.tag, faults, verbose=main_proc)
+
+    from trainkit.trainer import LossNotFinite, build_trainer
+
+    trainer = build_trainer(config, data, [callback], faults)
+    if stop.requested:
+        return interrupted(out, status, stop, "before the first step; nothing new to save")
+    status.update(startup_seconds=round(time.time() - started, 2))
+    try:
+        trainer.train(resume_from_checkpoint=str(newest.path) if newest else None)
+    except LossNotFinite as exc:
+        saved = save_last_good(trainer)
+        raise Diverged(
+            f"loss became {exc.loss} at step {exc.step}: training diverged"
+            + (f"; last good state saved in {saved.name}" if saved else ""),
+            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
+        ) from None
+
+    state = trainer.state
+    if state.global_step < state.max_steps and stop.requested:
+        return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+    final = out / FINAL_DIR
+    trainer.save_model(str(final))
+    if main_proc:
+        state.save_to_json(str(final / "trainer_state.json"))
+        resume.record_clean_exit(out)
+    status.update(state="completed", step=state.global_step, exit_code=0, eta_seconds=0.0,
+                  message=f"adapter saved to {final}")
+    status.event("completed", path=str(final))
+    protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
+    protocol.success(f"training complete: adapter saved to {final}")
+    return ExitCode.OK
+
+
+def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) -> int:
+    from trainkit import resume
+
+    if is_main_process():
+        resume.record_clean_exit(out)
+    message = f"interrupted by {stop.name}: {detail}"
+    status.update(state="interrupted", exit_code=int(ExitCode.INTERRUPTED), message=message)
+    status.event("interrupted", signal=stop.name)
+    protocol.error(message, "re-run the same command to resume")
+    return ExitCode.INTERRUPTED
+
+
+def save_last_good(trainer) -> Path | None:
+    """Checkpoint the state after the last finite step, unless one is already on disk."""
+    step = trainer.state.global_step
+    path = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+    if step == 0:
+        return None
+    if not path.exists():
+        trainer._save_checkpoint(trainer.model, trial=None)
+    return path

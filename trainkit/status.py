@@ -1,0 +1,92 @@
+"""The run's machine-readable twin of its stdout: status.json and events.jsonl.
+
+status.json is the current state, rewritten atomically (write, fsync, rename) so a
+reader never sees half a file; events.jsonl is append-only history. Both are
+described by docs/status.schema.json and docs/events.schema.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+EVENTS_FILE = "events.jsonl"
+SCHEMA_VERSION = 1
+STATES = ("starting", "running", "completed", "failed", "crash_loop", "diverged", "interrupted")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun/accelerate, or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class RunStatus:
+    """Owns status.json and events.jsonl for one output_dir."""
+
+    def __init__(self, output_dir: Path, enabled: bool = True, **fields):
+        self.output_dir = output_dir
+        self.enabled = enabled
+        self.started = time.time()
+        self.data = {
+            "schema_version": SCHEMA_VERSION,
+            "state": "starting",
+            "step": 0,
+            "max_steps": None,
+            "epoch": None,
+            "loss": None,
+            "learning_rate": None,
+            "tokens_per_second": None,
+            "elapsed_seconds": 0.0,
+            "eta_seconds": None,
+            "last_checkpoint": None,
+            "resume_count": 0,
+            "wandb_url": None,
+            "exit_code": None,
+            "message": None,
+            "pid": os.getpid(),
+            "output_dir": str(output_dir),
+            "started_at": now_iso(),
+            "updated_at": now_iso(),
+            **fields,
+        }
+
+    def update(self, **fields) -> None:
+        self.data.update(fields)
+        self.data["elapsed_seconds"] = round(time.time() - self.started, 3)
+        self.data["updated_at"] = now_iso()
+        if self.enabled:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.output_dir / STATUS_FILE, self.data)
+
+    def event(self, kind: str, **fields) -> None:
+        if not self.enabled:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        record = {"time": now_iso(), "event": kind, "step": self.data["step"], **fields}
+        with (self.output_dir / EVENTS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,54 @@
+"""Weights & Biases: one run per output_dir, continued across crashes and resumes.
+
+The run id is persisted in output_dir/wandb_run.json and handed to the SDK through
+WANDB_RUN_ID + WANDB_RESUME=allow, which transformers' WandbCallback passes on.
+Without a key the run logs offline (sync later with `wandb sync`), never prompts.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+from pathlib import Path
+
+from trainkit import protocol
+from trainkit.status import read_json, write_json_atomic
+
+RUN_FILE = "wandb_run.json"
+WANDB_HOST = "api.wandb.ai"
+
+
+def wandb_key_present() -> bool:
+    """True when WANDB_API_KEY or ~/.netrc holds a key; the key itself is never read out."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def prepare_wandb(output_dir: Path, project: str, report_to: list[str], verbose: bool = True) -> str | None:
+    """Set the environment for a W&B run that resumes; returns the run id, or None when off."""
+    if "wandb" not in (report_to or []):
+        return None
+    record = read_json(output_dir / RUN_FILE) or {}
+    run_id = record.get("run_id") or secrets.token_hex(4)
+    if not record:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_dir / RUN_FILE, {"run_id": run_id, "project": project})
+    os.environ["WANDB_RUN_ID"] = run_id
+    os.environ["WANDB_RESUME"] = "allow"
+    os.environ.setdefault("WANDB_PROJECT", project)
+    os.environ.setdefault("WANDB_DIR", str(output_dir))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if "WANDB_MODE" not in os.environ and not wandb_key_present():
+        os.environ["WANDB_MODE"] = "offline"
+        if verbose:
+            protocol.warning(
+                "no W&B API key found: logging offline",
+                f"export WANDB_API_KEY=... (or `wandb login`) to log online; sync this run later with "
+                f"`wandb sync {output_dir}/wandb/offline-run-*`",
+            )
+    return run_id
