@@ -34,8 +34,9 @@ def memory_figures() -> dict:
 
 
 class TrainkitCallback(TrainerCallback):
-    def __init__(self, status: RunStatus, stop: StopRequest, tag: str, faults: Faults, verbose: bool = True):
+    def __init__(self, status: RunStatus, stop: StopRequest, tag: str, faults: Faults, warn, verbose: bool = True):
         self.status = status
+        self.warn = warn
         self.stop = stop
         self.tag = tag
         self.faults = faults
@@ -59,9 +60,9 @@ class TrainkitCallback(TrainerCallback):
         if self.faults.crash_at_step == state.global_step:
             raise InjectedCrash(f"injected crash at step {state.global_step}")
         if agree_across_ranks(self.stop.requested):
-            if self.verbose and not self.stop.announced:
-                protocol.warning(f"received {self.stop.name or 'a stop request'}: saving a checkpoint at step "
-                                 f"{state.global_step}, then exiting")
+            if not self.stop.announced:
+                self.warn(f"received {self.stop.name or 'a stop request'}: saving a checkpoint at step "
+                          f"{state.global_step}, then exiting")
                 self.stop.announced = True
             control.should_save = True
             control.should_training_stop = True

@@ -38,7 +38,8 @@ class TrainkitArguments:
     )
     platform: str = field(
         default="auto",
-        metadata={"help": "Tag for progress lines; auto picks from the device.", "choices": ["auto", "h100", "m4", "cpu"]},
+        metadata={"help": "Tag for progress lines; auto picks from the device.",
+                  "choices": ["auto", "h100", "m4", "cpu"]},
     )
     crash_loop_limit: int = field(
         default=3, metadata={"help": "Resumes from the same step without progress before giving up (exit 2)."}
@@ -177,7 +178,8 @@ def parse(argv: list[str] | None = None) -> Config:
     if leftover:
         raise unknown_key_error([s[2:] for s in leftover[::2]], config_path)
     try:
-        trainkit_args, sft, model, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        trainkit_args, sft, model, unknown = parsed
     except ValueError as exc:
         raise ConfigError(f"invalid config: {exc}", "fix the value in the config or on the command line") from None
     if unknown:
@@ -189,10 +191,26 @@ def parse(argv: list[str] | None = None) -> Config:
     return Config(trainkit_args, sft, model, device, platform)
 
 
+def check_model_path(name: str) -> None:
+    """A path that is clearly local must exist; anything else is left to the hub cache."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return
+    parts = Path(name).parts
+    looks_local = name.startswith(("/", ".", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+    if looks_local:
+        raise ConfigError(
+            f"model not found: {name}",
+            "build the tiny local model with `make setup`, or set model_name_or_path to a model directory or hub id",
+        )
+
+
 def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
     """Fill in what depends on the machine and refuse what cannot work."""
     if not model.model_name_or_path:
-        raise ConfigError("model_name_or_path is not set", "add model_name_or_path: <hub id or local dir> to the config")
+        raise ConfigError("model_name_or_path is not set",
+                          "add model_name_or_path: <hub id or local dir> to the config")
+    check_model_path(model.model_name_or_path)
     if not model.use_peft:
         raise ConfigError("use_peft is false, but trainkit trains LoRA adapters", "remove use_peft from the config")
     if model.attn_implementation is None:
@@ -213,6 +231,10 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         "attn_implementation": model.attn_implementation,
         "revision": model.model_revision,
     }
+    if trainkit_args.platform not in ("auto", *PLATFORM_OF_DEVICE.values()):
+        # YAML values become argparse defaults, which argparse never checks against choices.
+        raise ConfigError(f"platform must be one of auto, h100, m4, cpu, not {trainkit_args.platform!r}",
+                          "set platform: auto to pick it from the device")
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.

@@ -29,7 +29,7 @@ class Faults:
     step_delay: float | None = None
 
     @classmethod
-    def from_env(cls) -> "Faults":
+    def from_env(cls) -> Faults:
         return cls(
             crash_at_step=_env_number("TRAINKIT_FAULT_CRASH_AT_STEP", int),
             nan_at_step=_env_number("TRAINKIT_FAULT_NAN_AT_STEP", int),

@@ -20,27 +20,31 @@ def read_metadata(output_dir: Path) -> dict | None:
     return read_json(output_dir / METADATA_FILE)
 
 
-def record_start(output_dir: Path, step: int, checkpoint: Path | None, limit: int) -> dict:
-    """Count this start; raise CrashLoop when it is the limit-th start without progress."""
+def record_start(output_dir: Path, step: int, checkpoint: Path | None) -> dict:
+    """Count this start: one more if it resumes from the step the last unclean start did."""
     previous = read_metadata(output_dir) or {}
     same_step = previous.get("last_step") == step and not previous.get("clean_exit", False)
-    count = previous.get("resume_count", 0) + 1 if same_step else 0
     metadata = {
         "last_checkpoint": str(checkpoint) if checkpoint else None,
         "last_step": step,
-        "resume_count": count,
+        "resume_count": previous.get("resume_count", 0) + 1 if same_step else 0,
         "last_resume_time": now_iso(),
         "clean_exit": False,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / METADATA_FILE, metadata)
+    return metadata
+
+
+def check_crash_loop(output_dir: Path, metadata: dict, limit: int) -> None:
+    """Raise CrashLoop when this is the limit-th start without progress."""
+    count, step = metadata["resume_count"], metadata["last_step"]
     if count >= limit:
         where = f"step {step}" if step else "the start (no checkpoint yet)"
         raise CrashLoop(
             f"Crash loop detected: resumed {count} times from {where} without progress",
             f"read the traceback in the log, fix the cause, then delete {output_dir / METADATA_FILE} and re-run",
         )
-    return metadata
 
 
 def record_clean_exit(output_dir: Path) -> None:

@@ -67,48 +67,37 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
     stop.install()
     status: RunStatus | None = None
-    config = None
     started = time.time()
     try:
         from trainkit.config import parse
 
         config = parse(argv)
-        return train(config, stop, started)
+        status = RunStatus(config.output_dir, enabled=is_main_process(), device=config.device,
+                           platform=config.platform, max_steps=config.sft.max_steps)
+        return train(config, status, stop, started)
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
-        status = status_of(config)
-        if status:
+        # Input errors leave the output dir alone: no run started, and a run already
+        # there keeps the state it had.
+        if status and exc.exit_code != ExitCode.ERROR:
             status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
             status.event(exc.state, message=exc.message)
         return exc.exit_code
     except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
-        log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (
-            config.output_dir / LOG_FILE if config else Path.cwd() / LOG_FILE))
+        log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (status.output_dir if status else Path.cwd()) / LOG_FILE)
         log_traceback(log_path, "train.py crashed")
         summary = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
         protocol.error(
             f"training crashed: {summary}",
             f"full traceback in {log_path}; re-run the same command to resume from the last checkpoint",
         )
-        status = status_of(config)
         if status:
             status.update(state="failed", exit_code=int(ExitCode.CRASHED), message=summary)
             status.event("error", message=summary, log=str(log_path))
         return ExitCode.CRASHED
 
 
-def status_of(config) -> RunStatus | None:
-    """The run's status, keeping what the last writer of status.json knew."""
-    if config is None or not is_main_process():
-        return None
-    status = RunStatus(config.output_dir)
-    previous = read_json(config.output_dir / "status.json")
-    if previous:
-        status.data.update({k: v for k, v in previous.items() if k in status.data and k != "pid"})
-    return status
-
-
-def train(config, stop: StopRequest, started: float) -> int:
+def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     from trainkit import checkpoints, resume
     from trainkit.callbacks import TrainkitCallback
     from trainkit.data import load_chat_data
@@ -127,30 +116,32 @@ def train(config, stop: StopRequest, started: float) -> int:
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
         return ExitCode.OK
 
-    def skipped(checkpoint, reasons):
-        protocol.warning(
-            f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
-            "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)",
-        )
+    def warn(message: str, hint: str | None = None) -> None:
+        if main_proc:
+            protocol.warning(message, hint)
+            status.event("warning", message=message)
 
-    newest = checkpoints.newest_valid(out, on_skip=skipped if main_proc else None)
+    def skipped(checkpoint, reasons):
+        warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
+             "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
+
+    newest = checkpoints.newest_valid(out, on_skip=skipped)
     step = newest.step if newest else 0
     data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
 
-    status = RunStatus(out, enabled=main_proc, device=config.device, platform=config.platform,
-                       max_steps=config.sft.max_steps, step=step)
     if main_proc:
-        metadata = resume.record_start(out, step, newest.path if newest else None, config.trainkit.crash_loop_limit)
-        status.update(resume_count=metadata["resume_count"],
+        metadata = resume.record_start(out, step, newest.path if newest else None)
+        status.update(step=step, resume_count=metadata["resume_count"],
                       last_checkpoint=str(newest.path) if newest else None)
+        resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
     if newest:
         protocol.resume(step)
 
     quiet_progress_bars()
-    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, verbose=main_proc)
+    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
     faults = Faults.from_env()
-    callback = TrainkitCallback(status, stop, config.tag, faults, verbose=main_proc)
+    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc)
 
     from trainkit.trainer import LossNotFinite, build_trainer
 
@@ -204,4 +195,5 @@ def save_last_good(trainer) -> Path | None:
         return None
     if not path.exists():
         trainer._save_checkpoint(trainer.model, trial=None)
+        trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
     return path

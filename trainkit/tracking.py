@@ -29,7 +29,7 @@ def wandb_key_present() -> bool:
         return False
 
 
-def prepare_wandb(output_dir: Path, project: str, report_to: list[str], verbose: bool = True) -> str | None:
+def prepare_wandb(output_dir: Path, project: str, report_to: list[str], warn=protocol.warning) -> str | None:
     """Set the environment for a W&B run that resumes; returns the run id, or None when off."""
     if "wandb" not in (report_to or []):
         return None
@@ -45,10 +45,9 @@ def prepare_wandb(output_dir: Path, project: str, report_to: list[str], verbose:
     os.environ.setdefault("WANDB_SILENT", "true")
     if "WANDB_MODE" not in os.environ and not wandb_key_present():
         os.environ["WANDB_MODE"] = "offline"
-        if verbose:
-            protocol.warning(
-                "no W&B API key found: logging offline",
-                f"export WANDB_API_KEY=... (or `wandb login`) to log online; sync this run later with "
-                f"`wandb sync {output_dir}/wandb/offline-run-*`",
-            )
+        warn(
+            "no W&B API key found: logging offline",
+            f"export WANDB_API_KEY=... (or `wandb login`) to log online; sync this run later with "
+            f"`wandb sync {output_dir}/wandb/offline-run-*`",
+        )
     return run_id

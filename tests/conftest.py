@@ -1,0 +1,165 @@
+"""Shared fixtures: real train.py runs of the tiny model on CPU, offline.
+
+Launches are the expensive part (importing torch + transformers takes seconds), so
+runs that several tests read are session fixtures, and tests copy their output
+directories instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SMOKE = ROOT / "configs" / "smoke.yaml"
+ANSI = re.compile(r"\x1b\[")
+TAGGED = re.compile(r"^(✅|⚠️|❌) (SUCCESS|WARNING|ERROR|RESUME):")
+
+sys.path.insert(0, str(ROOT))
+
+
+def base_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINKIT_", "WANDB_"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        WANDB_MODE="offline",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.pop("NO_COLOR", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    log: Path
+
+    @property
+    def lines(self) -> list[str]:
+        return self.output.splitlines()
+
+    @property
+    def tagged(self) -> list[str]:
+        return [line for line in self.lines if TAGGED.match(line)]
+
+    @property
+    def verdict(self) -> str:
+        return self.tagged[-1] if self.tagged else ""
+
+
+def train_cmd(out: Path, *args: str) -> list[str]:
+    return [PYTHON, "train.py", "--config", str(SMOKE), "--output_dir", str(out), "--report_to", "none", *args]
+
+
+def check_log(run: Run) -> Run:
+    """What every run must satisfy: no ANSI escapes in a log, no traceback on screen for a verdict."""
+    assert not ANSI.search(run.output), f"ANSI escape in {run.log}"
+    if run.returncode != 70:
+        assert "Traceback (most recent call last)" not in run.output, run.output[-3000:]
+    return run
+
+
+def run_train(out: Path, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
+    log = out.parent / f"{out.name}-{time.monotonic_ns()}.log"
+    with log.open("w") as fh:
+        proc = subprocess.run(train_cmd(out, *args), cwd=ROOT, env=env or base_env(), stdout=fh,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+    return check_log(Run(proc.returncode, log.read_text(), log))
+
+
+def start_train(out: Path, *args: str, env: dict | None = None):
+    """A running train.py in its own session (as under tmux); returns (process, log path)."""
+    log = out.parent / f"{out.name}-{time.monotonic_ns()}.log"
+    fh = log.open("w")
+    proc = subprocess.Popen(train_cmd(out, *args), cwd=ROOT, env=env or base_env(), stdout=fh,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    fh.close()
+    return proc, log
+
+
+def wait_for(predicate, proc, timeout: float = 180, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py exited {proc.returncode} before {what}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def finish(proc, log: Path, timeout: float = 180) -> Run:
+    proc.wait(timeout=timeout)
+    return check_log(Run(proc.returncode, log.read_text(), log))
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def step_losses(output_dir: Path) -> dict[int, float]:
+    """Per-step training loss from the newest trainer state (final/ or the last checkpoint)."""
+    candidates = [output_dir / "final" / "trainer_state.json"] + sorted(
+        output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )[::-1]
+    state = read_json(next(p for p in candidates if p.exists()))
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model():
+    """The repo builds its own model; a no-op when `make setup` already did."""
+    subprocess.run([PYTHON, "scripts/make_tiny_model.py"], cwd=ROOT, check=True, env=base_env(),
+                   stdout=subprocess.DEVNULL)
+    return ROOT / "models" / "tiny-chat"
+
+
+@pytest.fixture(scope="session")
+def runs_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(runs_dir) -> tuple[Path, Run]:
+    """configs/smoke.yaml as shipped (20 steps, W&B offline), straight through."""
+    out = runs_dir / "smoke"
+    log = runs_dir / "smoke.log"
+    cmd = [PYTHON, "train.py", "--config", str(SMOKE), "--output_dir", str(out)]
+    # No WANDB_MODE and a HOME without ~/.netrc: trainkit itself must choose offline.
+    home = runs_dir / "home"
+    home.mkdir()
+    env = base_env(HOME=home)
+    env.pop("WANDB_MODE")
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=300)
+    return out, check_log(Run(proc.returncode, log.read_text(), log))
+
+
+@pytest.fixture(scope="session")
+def crashed_at_step_5(runs_dir) -> tuple[Path, Run]:
+    """8-step run saving every 2 steps that crashes at the end of step 5: checkpoints 2 and 4."""
+    out = runs_dir / "crash5"
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2",
+                    env=base_env(TRAINKIT_FAULT_CRASH_AT_STEP=5))
+    return out, run

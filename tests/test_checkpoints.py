@@ -1,0 +1,71 @@
+"""Which checkpoints count as complete: the damage a kill mid-save leaves, one file at a time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from trainkit.checkpoints import INCOMPLETE_MARKER, Checkpoint, checkpoint_dirs, newest_valid, problems
+
+
+def make_checkpoint(root, step):
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    save_file({"lora_A": torch.ones(4, 8), "lora_B": torch.zeros(8, 4)}, path / "adapter_model.safetensors")
+    torch.save({"state": {0: torch.ones(3)}}, path / "optimizer.pt")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return Checkpoint(path, step)
+
+
+def test_a_checkpoint_with_every_file_intact_is_complete(tmp_path):
+    assert problems(make_checkpoint(tmp_path, 10)) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: (p / "trainer_state.json").unlink(), "trainer_state.json missing"),
+        (lambda p: (p / "trainer_state.json").write_text('{"global_st'), "trainer_state.json unreadable"),
+        (lambda p: (p / "trainer_state.json").write_text('{"global_step": 9}'), "trainer_state.json says step 9"),
+        (lambda p: (p / "adapter_model.safetensors").unlink(), "no adapter_model.safetensors"),
+        (lambda p: _cut(p / "adapter_model.safetensors", 0.9), "adapter_model.safetensors is truncated"),
+        (lambda p: _cut(p / "adapter_model.safetensors", 0.01), "adapter_model.safetensors"),
+        (lambda p: (p / "optimizer.pt").unlink(), "optimizer.pt missing"),
+        (lambda p: _cut(p / "optimizer.pt", 0.5), "optimizer.pt is unreadable"),
+        (lambda p: (p / "scheduler.pt").unlink(), "scheduler.pt missing"),
+        (lambda p: (p / INCOMPLETE_MARKER).write_text(""), INCOMPLETE_MARKER),
+    ],
+)
+def test_a_checkpoint_cut_off_mid_save_is_incomplete(tmp_path, damage, reason):
+    checkpoint = make_checkpoint(tmp_path, 10)
+    damage(checkpoint.path)
+    found = problems(checkpoint)
+    assert any(reason in p for p in found), found
+
+
+def _cut(path, fraction):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_newest_valid_skips_damaged_checkpoints_newest_first(tmp_path):
+    for step in (5, 10, 15):
+        make_checkpoint(tmp_path, step)
+    (tmp_path / "checkpoint-15" / "optimizer.pt").unlink()
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()
+    (tmp_path / "checkpoint-x").mkdir()
+    (tmp_path / "checkpoint-20").write_text("not a directory")
+    skipped = []
+    chosen = newest_valid(tmp_path, on_skip=lambda c, reasons: skipped.append(c.step))
+    assert chosen.step == 5
+    assert skipped == [15, 10]
+    assert [c.step for c in checkpoint_dirs(tmp_path)] == [15, 10, 5]
+
+
+def test_no_checkpoint_at_all_means_a_fresh_start(tmp_path):
+    assert newest_valid(tmp_path / "missing") is None
+    assert newest_valid(tmp_path) is None

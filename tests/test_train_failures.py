@@ -1,0 +1,120 @@
+"""Crashes, crash loops, signals and divergence: each ends in its documented exit code."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import base_env, copy_run, finish, read_json, run_train, start_train, wait_for
+from trainkit import checkpoints
+
+
+def test_an_unexpected_exception_exits_70_with_the_traceback_only_in_the_log(crashed_at_step_5):
+    out, run = crashed_at_step_5
+    assert run.returncode == 70
+    assert run.verdict == "❌ ERROR: training crashed: InjectedCrash: injected crash at step 5"
+    assert "Traceback" not in run.output
+    assert "Traceback (most recent call last)" in (out / "trainkit.log").read_text()
+    status = read_json(out / "status.json")
+    assert status["state"] == "failed" and status["exit_code"] == 70
+    assert [c.step for c in checkpoints.checkpoint_dirs(out)] == [4, 2]
+
+
+def test_a_crash_at_a_fixed_step_becomes_a_crash_loop_after_three_resumes(crashed_at_step_5, tmp_path):
+    out = copy_run(crashed_at_step_5[0], tmp_path / "loop")
+    crash = base_env(TRAINKIT_FAULT_CRASH_AT_STEP=5)
+    counts = []
+    for _ in range(3):
+        run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=crash)
+        assert run.returncode == 70
+        assert "⚠️ RESUME: Found checkpoint at step 4. Resuming training." in run.lines
+        counts.append(read_json(out / "resume_metadata.json")["resume_count"])
+    assert counts == [0, 1, 2]
+
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=crash)
+    assert run.returncode == 2
+    assert run.verdict.startswith("❌ ERROR: Crash loop detected: resumed 3 times from step 4 without progress")
+    assert not any(line.startswith("[TRAINING-CPU] step") for line in run.lines)
+    assert read_json(out / "status.json")["state"] == "crash_loop"
+
+
+@pytest.fixture(scope="module")
+def crashing_at_step_1(runs_dir):
+    """Two starts that both crash on step 1, before any checkpoint: resume_count 0 then 1."""
+    out = runs_dir / "crash1"
+    for _ in range(2):
+        run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=base_env(TRAINKIT_FAULT_CRASH_AT_STEP=1))
+        assert run.returncode == 70
+    assert read_json(out / "resume_metadata.json")["resume_count"] == 1
+    return out
+
+
+def test_a_run_that_crashes_before_its_first_checkpoint_is_a_crash_loop_too(crashing_at_step_1, tmp_path):
+    out = copy_run(crashing_at_step_1, tmp_path / "loop")
+    env = base_env(TRAINKIT_FAULT_CRASH_AT_STEP=1)
+    assert run_train(out, "--max_steps", "8", "--save_steps", "2", env=env).returncode == 70
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=env)
+    assert run.returncode == 2
+    assert run.verdict.startswith("❌ ERROR: Crash loop detected: resumed 3 times from the start")
+
+
+def test_a_crash_after_progress_resets_the_resume_count(crashing_at_step_1, tmp_path):
+    out = copy_run(crashing_at_step_1, tmp_path / "progress")
+    env = base_env(TRAINKIT_FAULT_CRASH_AT_STEP=3)
+    assert run_train(out, "--max_steps", "8", "--save_steps", "2", env=env).returncode == 70
+    assert read_json(out / "resume_metadata.json")["resume_count"] == 2
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=env)
+    assert run.returncode == 70
+    metadata = read_json(out / "resume_metadata.json")
+    assert (metadata["last_step"], metadata["resume_count"]) == (2, 0)
+    assert set(metadata) >= {"last_checkpoint", "last_step", "resume_count", "last_resume_time"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(runs_dir, signum):
+    out = runs_dir / f"signal-{signum.name}"
+    args = ("--max_steps", "40", "--save_steps", "100", "--report_to", "wandb")
+    proc, log = start_train(out, *args, env=base_env(TRAINKIT_FAULT_STEP_DELAY=0.2))
+    wait_for(lambda: (read_status(out) or {}).get("step", 0) >= 3, proc, what="step 3")
+    proc.send_signal(signum)
+    stopped = finish(proc, log)
+    assert stopped.returncode == 75, stopped.output[-3000:]
+    saved = checkpoints.checkpoint_dirs(out)
+    assert len(saved) == 1 and not checkpoints.problems(saved[0])
+    step = saved[0].step
+    assert 3 <= step < 40
+    assert stopped.verdict == f"❌ ERROR: interrupted by {signum.name}: checkpoint saved at step {step}"
+    assert read_json(out / "status.json")["state"] == "interrupted"
+
+    rerun = run_train(out, *args)
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert f"⚠️ RESUME: Found checkpoint at step {step}. Resuming training." in rerun.lines
+    first = next(line for line in rerun.lines if line.startswith("[TRAINING-CPU] step "))
+    assert first.startswith(f"[TRAINING-CPU] step {step + 1}/40")
+    assert read_json(out / "resume_metadata.json")["resume_count"] == 0, "a clean interrupt is not a crash"
+    run_id = read_json(out / "wandb_run.json")["run_id"]
+    assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 2, "both starts log to the same W&B run"
+
+
+def read_status(out):
+    try:
+        return read_json(out / "status.json")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_state(runs_dir):
+    out = runs_dir / "nan"
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=base_env(TRAINKIT_FAULT_NAN_AT_STEP=4))
+    assert run.returncode == 3, run.output[-3000:]
+    assert run.verdict == (
+        "❌ ERROR: loss became nan at step 4: training diverged; last good state saved in checkpoint-3"
+    )
+    assert read_json(out / "status.json")["state"] == "diverged"
+    good = checkpoints.Checkpoint(out / "checkpoint-3", 3)
+    assert checkpoints.problems(good) == []
+    weights = load_file(good.path / "adapter_model.safetensors")
+    assert all(math.isfinite(v) for t in weights.values() for v in t.flatten().tolist())
