@@ -20,7 +20,6 @@ help: ## list the targets
 
 $(VENV_STAMP): requirements-local.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@

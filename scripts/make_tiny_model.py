@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol.success(f"tiny model up to date in {args.out}")
         return protocol.ExitCode.OK
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(files)
     model = build_model(tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)

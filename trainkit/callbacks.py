@@ -55,6 +55,11 @@ class TrainkitCallback(TrainerCallback):
         self.status.event("train_begin", max_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.first_step + 1:
+            import psutil
+
+            # From process start (imports included) to the first optimizer step: what a user waits for.
+            self.status.update(first_step_seconds=round(time.time() - psutil.Process().create_time(), 2))
         if self.faults.step_delay:
             time.sleep(self.faults.step_delay)
         if self.faults.crash_at_step == state.global_step:

@@ -44,6 +44,11 @@ class TrainkitArguments:
     crash_loop_limit: int = field(
         default=3, metadata={"help": "Resumes from the same step without progress before giving up (exit 2)."}
     )
+    loss_spike_factor: float = field(
+        default=0.0,
+        metadata={"help": "Stop (exit 3) when a loss exceeds this multiple of its running average; 0 is off. "
+                  "NaN/inf always stops."},
+    )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
 
 
@@ -120,7 +125,8 @@ def _parser():
 
     class Parser(TrlParser):
         def error(self, message):  # argparse would print usage and exit 2, our crash-loop code
-            raise ConfigError(f"invalid command-line arguments: {message}", "see `python train.py --help`")
+            raise ConfigError(f"invalid config value: {message}",
+                              "fix it in the config file or on the command line (python train.py --help)")
 
     return Parser(_dataclass_types())
 
@@ -235,6 +241,11 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         # YAML values become argparse defaults, which argparse never checks against choices.
         raise ConfigError(f"platform must be one of auto, h100, m4, cpu, not {trainkit_args.platform!r}",
                           "set platform: auto to pick it from the device")
+    if trainkit_args.loss_spike_factor and trainkit_args.loss_spike_factor <= 1:
+        raise ConfigError(
+            f"loss_spike_factor must be above 1 (or 0 to turn it off), not {trainkit_args.loss_spike_factor}",
+            "try 3.0: stop when a loss is three times its running average",
+        )
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.

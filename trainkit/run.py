@@ -106,6 +106,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
 
     out = config.output_dir
     main_proc = is_main_process()
+    quiet_progress_bars()
     protocol.section(
         config.tag,
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
@@ -138,12 +139,12 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     if newest:
         protocol.resume(step)
 
-    quiet_progress_bars()
     prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
     faults = Faults.from_env()
     callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc)
 
-    from trainkit.trainer import LossNotFinite, build_trainer
+    from trainkit.divergence import LossDiverged
+    from trainkit.trainer import build_trainer
 
     trainer = build_trainer(config, data, [callback], faults)
     if stop.requested:
@@ -151,10 +152,10 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     status.update(startup_seconds=round(time.time() - started, 2))
     try:
         trainer.train(resume_from_checkpoint=str(newest.path) if newest else None)
-    except LossNotFinite as exc:
+    except LossDiverged as exc:
         saved = save_last_good(trainer)
         raise Diverged(
-            f"loss became {exc.loss} at step {exc.step}: training diverged"
+            f"{exc.detail} at step {exc.step}: training diverged"
             + (f"; last good state saved in {saved.name}" if saved else ""),
             "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
         ) from None

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import math
 
-import torch
 from trl import SFTTrainer, get_peft_config
 
+from trainkit.divergence import DivergenceGuard
 from trainkit.faults import Faults
 
 
-class LossNotFinite(Exception):
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss is {loss} at step {step}")
-        self.step = step
-        self.loss = loss
-
-
 class GuardedSFTTrainer(SFTTrainer):
-    """Stops at the first non-finite micro-batch loss, before the optimizer applies it.
+    """Stops at the first diverged micro-batch loss, before the optimizer applies it.
 
     Trainer's own logging_nan_inf_filter hides a NaN loss from the logs and steps on
     regardless, so the weights turn to NaN while the dashboard looks fine. Raising here
@@ -26,6 +19,7 @@ class GuardedSFTTrainer(SFTTrainer):
     """
 
     faults = Faults()
+    guard = DivergenceGuard()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -37,8 +31,8 @@ class GuardedSFTTrainer(SFTTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise LossNotFinite(self.state.global_step + 1, float(loss))
+        # .item() syncs the device, as Trainer's own NaN filter already does every step.
+        self.guard.observe(self.state.global_step + 1, loss.item())
         return loss
 
 
@@ -51,6 +45,7 @@ def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrai
         peft_config=get_peft_config(config.model),
     )
     trainer.faults = faults
+    trainer.guard = DivergenceGuard(config.trainkit.loss_spike_factor)
     # Our tagged progress lines replace the tqdm bar and the dict printer: log files
     # stay free of carriage returns and agents get one grammar.
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
