@@ -65,9 +65,10 @@ class TrainkitCallback(TrainerCallback):
         if self.faults.crash_at_step == state.global_step:
             raise InjectedCrash(f"injected crash at step {state.global_step}")
         if agree_across_ranks(self.stop.requested):
+            # A rank that was not signalled itself must still end as interrupted, not completed.
+            self.stop.from_other_rank = not self.stop.requested
             if not self.stop.announced:
-                self.warn(f"received {self.stop.name or 'a stop request'}: saving a checkpoint at step "
-                          f"{state.global_step}, then exiting")
+                self.warn(f"received {self.stop.name}: saving a checkpoint at step {state.global_step}, then exiting")
                 self.stop.announced = True
             control.should_save = True
             control.should_training_stop = True

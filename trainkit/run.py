@@ -161,8 +161,10 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         ) from None
 
     state = trainer.state
-    if state.global_step < state.max_steps and stop.requested:
-        return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+    if state.global_step < state.max_steps:
+        if stop.requested:
+            return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+        raise RuntimeError(f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
     final = out / FINAL_DIR
     trainer.save_model(str(final))
     if main_proc:

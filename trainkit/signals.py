@@ -19,15 +19,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class StopRequest:
     def __init__(self):
         self.signum: int | None = None
+        self.from_other_rank = False
         self.announced = False
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.from_other_rank
 
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
+        if self.signum:
+            return signal.Signals(self.signum).name
+        return "a stop request from another rank" if self.from_other_rank else ""
 
     def install(self) -> None:
         for signum in STOP_SIGNALS:

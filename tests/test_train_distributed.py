@@ -1,0 +1,58 @@
+"""The same train.py under torchrun on CPU: one voice, one stop step for every rank."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ANSI, ROOT, SMOKE, Run, base_env, read_json, wait_for
+from trainkit import checkpoints
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker ranks from /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_saved_step(runs_dir):
+    out = runs_dir / "ddp"
+    log = runs_dir / "ddp.log"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--nproc_per_node", "2", "train.py", "--config", str(SMOKE), "--output_dir", str(out),
+           "--max_steps", "40", "--save_steps", "100", "--report_to", "none"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=base_env(TRAINKIT_FAULT_STEP_DELAY=0.3), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: (read_json_or_none(out / "status.json") or {}).get("step", 0) >= 2, proc, what="step 2")
+    os.kill(worker_of_rank(proc.pid, 1), signal.SIGTERM)
+    proc.wait(timeout=180)
+    # torchrun itself reports a worker's non-zero exit with a traceback and exit 1;
+    # the worker's own code (75) is in its report and in status.json.
+    run = Run(proc.returncode, log.read_text(), log)
+    assert not ANSI.search(run.output)
+    saved = checkpoints.checkpoint_dirs(out)
+    assert len(saved) == 1 and checkpoints.problems(saved[0]) == []
+    assert {p.name for p in saved[0].path.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    status = read_json(out / "status.json")
+    assert status["state"] == "interrupted" and status["step"] == saved[0].step
+    assert status["message"].startswith("interrupted by a stop request from another rank")
+    assert not (out / "final").exists(), "a stopped run must not look finished"
+    assert run.output.count("[TRAINING-CPU] trainkit") == 1, "only rank 0 prints the protocol"
+    assert "exitcode  : 75" in run.output
+
+
+def worker_of_rank(torchrun_pid: int, rank: int) -> int:
+    children = subprocess.run(["pgrep", "-P", str(torchrun_pid)], capture_output=True, text=True).stdout.split()
+    for pid in map(int, children):
+        environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    raise AssertionError(f"no worker of rank {rank} among {children}")
+
+
+def read_json_or_none(path):
+    try:
+        return read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
