@@ -14,6 +14,7 @@ warnings as they came, then the errors, so the last tagged line is the verdict.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from trainkit import protocol
@@ -68,3 +69,14 @@ class Report:
             return ExitCode.ERROR
         protocol.success(success)
         return ExitCode.OK
+
+
+class CheckerArgumentParser(argparse.ArgumentParser):
+    """argparse for the checker CLIs: a usage error is one ERROR line and exit 1.
+
+    argparse's own exit 2 would read as "crash loop" in the agent protocol.
+    """
+
+    def error(self, message: str):
+        protocol.error(f"{self.prog}: {message}", f"see {self.prog} --help")
+        raise SystemExit(ExitCode.ERROR)

@@ -1,0 +1,59 @@
+"""Check free disk space, and on RunPod that outputs and the HF cache survive a pod stop.
+
+    python scripts/check_storage.py                          # the current directory, 50 GB needed
+    python scripts/check_storage.py --path /workspace --min-gb 50 --recommended-gb 100
+    python scripts/check_storage.py --output-dir outputs/weatherman-h100
+
+Free space under --min-gb (default 50, what a 7-8B LoRA run needs on the pod) is an
+error; under --recommended-gb (default 100) a warning. GB are 2**30 bytes, as `df -h`
+counts. On RunPod (RUNPOD_* set) each --output-dir and the HF cache (HF_HUB_CACHE,
+HF_HOME, default ~/.cache/huggingface) outside /workspace is a warning: only the volume
+survives a pod stop. Never imports torch. Exit 0 when there is room (warnings allowed),
+1 when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainkit.report import CheckerArgumentParser, Report
+from trainkit.storage import (
+    DEFAULT_MIN_GB,
+    DEFAULT_RECOMMENDED_GB,
+    check_free_space,
+    check_runpod_persistence,
+)
+
+
+def gigabytes(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of GB >= 0, not {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CheckerArgumentParser(prog="check_storage.py", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", default=".", help="where training writes (default: the current directory)")
+    parser.add_argument("--min-gb", type=gigabytes, default=DEFAULT_MIN_GB,
+                        help=f"free GB required, else an error (default: {DEFAULT_MIN_GB})")
+    parser.add_argument("--recommended-gb", type=gigabytes, default=DEFAULT_RECOMMENDED_GB,
+                        help=f"free GB recommended, else a warning (default: {DEFAULT_RECOMMENDED_GB})")
+    parser.add_argument("--output-dir", action="append", default=[], metavar="DIR",
+                        help="a run's output dir to check against the RunPod volume (repeatable)")
+    args = parser.parse_args(argv)
+
+    report = Report("PREFLIGHT")
+    free = check_free_space(args.path, report, args.min_gb, args.recommended_gb)
+    check_runpod_persistence(report, args.output_dir)
+    return report.finish(f"storage: {free / 2**30:.1f} GB free on {args.path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

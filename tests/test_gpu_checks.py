@@ -1,0 +1,235 @@
+"""check_gpu: CUDA, MPS and CPU paths, memory grades and the recommended config, with the hardware injected."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+
+import pytest
+
+from conftest import PYTHON, ROOT, TAGGED, base_env
+from trainkit import config, gpu
+from trainkit.gpu import GB, GpuProperties
+from trainkit.report import Report
+
+# What torch reports for these cards: a little under the marketing size.
+H100_80GB = GpuProperties("NVIDIA H100 80GB HBM3", 85_045_510_144, (9, 0))
+A100_40GB = GpuProperties("NVIDIA A100-SXM4-40GB", 42_298_834_944, (8, 0))
+RTX_4090 = GpuProperties("NVIDIA GeForce RTX 4090", 25_386_352_640, (8, 9))
+T4 = GpuProperties("Tesla T4", 15_642_329_088, (7, 5))
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_gpu_cli = load_script("check_gpu")
+
+
+def fake_machine(monkeypatch, *, cuda: GpuProperties | None = None, mac_gb: float | None = None,
+                 matmul_error: float = 1e-7):
+    monkeypatch.setattr(config, "cuda_available", lambda: cuda is not None)
+    monkeypatch.setattr(config, "mps_available", lambda: mac_gb is not None)
+    monkeypatch.setattr(gpu, "gpu_properties", lambda: cuda)
+    monkeypatch.setattr(gpu, "unified_memory_bytes", lambda: int((mac_gb or 0) * GB))
+    monkeypatch.setattr(gpu, "apple_chip", lambda: "Apple M4 Pro")
+    monkeypatch.setattr(gpu, "run_matmul", lambda device: matmul_error)
+
+
+def check(env: str = "auto", require_gpu: bool = False) -> tuple[str, Report]:
+    report = Report("PREFLIGHT")
+    device = gpu.check_gpu(report, env=env, require_gpu=require_gpu)
+    return device, report
+
+
+def text(findings) -> str:
+    return "\n".join(f"{f.message} | {f.hint}" for f in findings)
+
+
+@pytest.mark.parametrize(
+    ("size_gb", "level"),
+    [(16, "INSUFFICIENT"), (19.9, "INSUFFICIENT"), (20, "LOW"), (23.6, "LOW"), (24, "LOW"), (24.1, "ADEQUATE"),
+     (32, "ADEQUATE"), (69.9, "ADEQUATE"), (70, "EXCELLENT"), (79.2, "EXCELLENT"), (139.8, "EXCELLENT")],
+)
+def test_memory_is_graded_at_the_spec_boundaries(size_gb, level):
+    assert gpu.memory_level(int(size_gb * GB)) == level
+
+
+def test_cuda_12_h100_80gb_is_excellent_and_gets_the_h100_config(monkeypatch):
+    fake_machine(monkeypatch, cuda=H100_80GB)
+    device, report = check("h100")
+    assert device == "cuda"
+    assert not report.errors and not report.warnings
+    found = text(report.findings)
+    assert "NVIDIA H100 80GB HBM3, 79.2 GB, compute capability 9.0" in found
+    assert "GPU memory: 79.2 GB (EXCELLENT)" in found
+    assert "matmul test on cuda passed" in found
+    assert "recommended config: configs/training_config_h100.yaml |" in found
+
+
+def test_an_a100_40gb_is_flagged_as_not_an_h100(monkeypatch):
+    fake_machine(monkeypatch, cuda=A100_40GB)
+    _, report = check("h100")
+    assert not report.errors
+    [warning] = report.warnings
+    assert "expected an H100 80GB, found NVIDIA A100-SXM4-40GB with 39.4 GB" in warning.message
+    assert "ADEQUATE" in text(report.findings)
+
+
+def test_an_a100_is_not_compared_with_an_h100_unless_the_platform_is_h100(monkeypatch):
+    fake_machine(monkeypatch, cuda=A100_40GB)
+    _, report = check()
+    assert not report.warnings
+    assert "halve per_device_train_batch_size" in text(report.findings)
+
+
+def test_a_24gb_card_is_low_and_gets_the_small_batch_config(monkeypatch):
+    fake_machine(monkeypatch, cuda=RTX_4090)
+    _, report = check()
+    assert not report.errors
+    [warning] = report.warnings
+    assert "GPU memory: 23.6 GB (LOW)" in warning.message
+    assert "recommended config: configs/training_config_m4.yaml" in text(report.findings)
+
+
+def test_a_16gb_card_without_bf16_is_insufficient_and_warned_about_precision(monkeypatch):
+    fake_machine(monkeypatch, cuda=T4)
+    _, report = check()
+    assert "INSUFFICIENT" in text(report.errors)
+    assert "compute capability 7.5 has no bf16" in text(report.warnings)
+
+
+def test_a_16gb_mac_is_insufficient(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=16)
+    device, report = check("m4")
+    assert device == "mps"
+    [error] = report.errors
+    assert "unified memory: 16.0 GB (INSUFFICIENT)" in error.message
+
+
+def test_a_24gb_mac_is_low(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=24)
+    _, report = check("m4")
+    assert not report.errors
+    assert "unified memory: 24.0 GB (LOW)" in text(report.warnings)
+
+
+def test_a_32gb_m4_is_adequate_and_gets_the_m4_config(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=32)
+    _, report = check("m4")
+    assert not report.errors and not report.warnings
+    found = text(report.findings)
+    assert "Apple M4 Pro, 32.0 GB unified memory" in found and "matmul test on mps passed" in found
+    assert "recommended config: configs/training_config_m4.yaml |" in found
+
+
+def test_mps_missing_on_m4_is_an_error(monkeypatch):
+    fake_machine(monkeypatch)
+    _, report = check("m4")
+    assert "MPS is not available" in text(report.errors)
+
+
+def test_no_cuda_on_h100_is_an_error_even_with_an_apple_gpu(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=32)
+    device, report = check("h100")
+    assert device == "cpu"
+    assert "no CUDA GPU found" in text(report.errors)
+
+
+@pytest.mark.parametrize(
+    ("env", "require_gpu", "level"),
+    [("auto", False, "warning"), ("cpu", False, "ok"), ("auto", True, "error"), ("h100", False, "error"),
+     ("m4", False, "error")],
+)
+def test_no_accelerator_is_an_error_only_when_one_is_demanded(monkeypatch, env, require_gpu, level):
+    fake_machine(monkeypatch)
+    _, report = check(env, require_gpu)
+    assert report.findings[0].level == level
+    assert bool(report.errors) == (level == "error")
+
+
+@pytest.mark.parametrize("error", [0.5, float("nan")])
+def test_a_wrong_matmul_result_is_an_error(monkeypatch, error):
+    fake_machine(monkeypatch, cuda=H100_80GB, matmul_error=error)
+    _, report = check()
+    assert "a matmul on cuda gave wrong results" in text(report.errors)
+
+
+def test_a_tf32_sized_matmul_error_passes(monkeypatch):
+    fake_machine(monkeypatch, cuda=H100_80GB, matmul_error=2e-3)
+    assert not check()[1].errors
+
+
+def test_a_matmul_that_raises_is_an_error_not_a_traceback(monkeypatch):
+    fake_machine(monkeypatch, cuda=H100_80GB)
+
+    def broken(device):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device\nmore")
+
+    monkeypatch.setattr(gpu, "run_matmul", broken)
+    _, report = check()
+    assert "a matmul on cuda failed: CUDA error: no kernel image is available" in text(report.errors)
+
+
+def test_a_gpu_that_cannot_be_queried_is_an_error(monkeypatch):
+    fake_machine(monkeypatch, cuda=H100_80GB)
+
+    def broken():
+        raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setattr(gpu, "gpu_properties", broken)
+    assert "cannot query the CUDA GPU" in text(check()[1].errors)
+
+
+def test_the_real_matmul_probe_is_exact_on_the_cpu():
+    assert gpu.run_matmul("cpu") < 1e-5
+
+
+def last_tagged(out: str) -> str:
+    return [line for line in out.splitlines() if TAGGED.match(line)][-1]
+
+
+def test_the_cli_passes_an_h100_and_ends_with_success(monkeypatch, capsys):
+    fake_machine(monkeypatch, cuda=H100_80GB)
+    assert check_gpu_cli.main(["--env", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "[PREFLIGHT] GPU memory: 79.2 GB (EXCELLENT)" in out
+    assert last_tagged(out) == "✅ SUCCESS: CUDA GPU ready"
+
+
+def test_the_cli_exits_0_with_the_not_an_h100_warning(monkeypatch, capsys):
+    fake_machine(monkeypatch, cuda=A100_40GB)
+    assert check_gpu_cli.main(["--env", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "⚠️ WARNING: expected an H100 80GB" in out and last_tagged(out) == "✅ SUCCESS: CUDA GPU ready"
+
+
+def test_the_cli_exits_1_when_a_gpu_is_required_and_there_is_none(monkeypatch, capsys):
+    fake_machine(monkeypatch)
+    assert check_gpu_cli.main(["--require-gpu"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("❌ ERROR:") == 1 and last_tagged(out).startswith("❌ ERROR: no GPU found")
+
+
+def test_the_cli_exits_1_on_a_16gb_mac(monkeypatch, capsys):
+    fake_machine(monkeypatch, mac_gb=16)
+    assert check_gpu_cli.main(["--env", "m4"]) == 1
+    assert "INSUFFICIENT" in last_tagged(capsys.readouterr().out)
+
+
+def test_a_bad_flag_is_one_error_line_and_exit_1_not_argparse_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_gpu_cli.main(["--gpus", "2"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert out.count("❌ ERROR:") == 1 and "unrecognized arguments: --gpus 2" in out
+
+
+def test_help_exits_0_with_usage_examples():
+    proc = subprocess.run([PYTHON, "scripts/check_gpu.py", "--help"], cwd=ROOT, env=base_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "--require-gpu" in proc.stdout and "check_gpu.py --env h100" in proc.stdout
