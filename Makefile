@@ -31,6 +31,7 @@ setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny mod
 
 demo: setup ## train the tiny model on CPU end to end and show its status
 	rm -rf outputs/smoke
+	$(PY) scripts/validate_environment.py --env cpu
 	$(PY) train.py --config configs/smoke.yaml
 	@echo; echo "status.json:"; cat outputs/smoke/status.json
 

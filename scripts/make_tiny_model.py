@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit import protocol  # noqa: E402
+from trainkit import protocol
 
 # ChatML-style turns. {% generation %} marks what the assistant says, so TRL's
 # assistant_only_loss works with this template too. transformers renders with

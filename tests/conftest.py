@@ -7,6 +7,7 @@ directories instead of training again.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -120,6 +121,14 @@ def step_losses(output_dir: Path) -> dict[int, float]:
     )[::-1]
     state = read_json(next(p for p in candidates if p.exists()))
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def load_script(name: str):
+    """A scripts/<name>.py CLI as a module, to call its main(argv) in-process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_run(src: Path, dst: Path) -> Path:

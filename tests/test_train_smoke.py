@@ -97,7 +97,10 @@ def test_a_larger_max_steps_continues_from_the_last_checkpoint(smoke_run, tmp_pa
             ["--lora_alpah", "16"],
             "❌ ERROR: unknown config key(s) in the command line: lora_alpah (did you mean lora_alpha?)",
         ),
-        (["--train_file", "data/sample/missing.jsonl"], "❌ ERROR: train_file not found: data/sample/missing.jsonl"),
+        (
+            ["--train_file", "data/sample/missing.jsonl"],
+            "❌ ERROR: data/sample/missing.jsonl: train_file does not exist",
+        ),
         (["--model_name_or_path", "/nonexistent/model"], "❌ ERROR: model not found: /nonexistent/model"),
     ],
 )

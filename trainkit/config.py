@@ -49,6 +49,10 @@ class TrainkitArguments:
         metadata={"help": "Stop (exit 3) when a loss exceeds this multiple of its running average; 0 is off. "
                   "NaN/inf always stops."},
     )
+    memory_budget_gb: float | None = field(
+        default=None,
+        metadata={"help": "Accelerator memory the run may use; default per platform (h100 70, m4 28, cpu none)."},
+    )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
 
 

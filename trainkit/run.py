@@ -117,6 +117,17 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
         return ExitCode.OK
 
+    # The same checks as validate_training_config.py, before anything heavy or any write.
+    from trainkit.preflight import preflight
+    from trainkit.report import Report
+
+    report = Report("PREFLIGHT")
+    preflight(config, report)
+    if main_proc:
+        report.print_findings()
+    if report.errors:
+        return ExitCode.ERROR
+
     def warn(message: str, hint: str | None = None) -> None:
         if main_proc:
             protocol.warning(message, hint)

@@ -1,0 +1,50 @@
+"""Validate a training config, its data and its memory needs before any GPU time is spent.
+
+    python scripts/validate_training_config.py --config configs/training_config_h100.yaml
+    python scripts/validate_training_config.py --config configs/smoke.yaml --max_length 256
+    python scripts/validate_training_config.py --config configs/smoke.yaml --no-data
+
+Takes the same config and overrides as train.py. Checks: unknown keys (with a
+did-you-mean), impossible values, LoRA ranges, every lora_target_modules entry against
+the architecture (built on the meta device, no weights), a gated model without a token,
+every data line (file:line on errors), duplicates and train/validation overlap, chat
+template and token lengths, the peak-memory estimate against the platform budget, and
+the disk a run needs. Exit 0 when valid (warnings allowed), 1 on any error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainkit.errors import ConfigError
+from trainkit.report import Report
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    data = "--no-data" not in argv
+    argv = [a for a in argv if a != "--no-data"]
+    report = Report("PREFLIGHT")
+    try:
+        from trainkit.config import parse
+
+        config = parse(argv)
+    except ConfigError as exc:
+        report.error(exc.message, exc.hint)
+        return report.finish("")
+    from trainkit.preflight import preflight
+
+    report.ok(f"config parses: {config.model.model_name_or_path} -> {config.output_dir} "
+              f"({config.platform}, {config.device})")
+    preflight(config, report, data=data)
+    return report.finish("training config is valid" + ("" if data else " (data not checked)"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

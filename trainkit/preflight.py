@@ -1,0 +1,243 @@
+"""Preflight: everything about a training config that can fail, checked before a GPU is paid for.
+
+    from trainkit.preflight import preflight
+    report = Report("PREFLIGHT")
+    preflight(config, report)          # config values, LoRA, architecture, data, memory, disk
+    sys.exit(report.finish("config and data are valid"))
+
+train.py runs the same checks before it loads a model, so a typo'd key, a LoRA target
+the architecture lacks, a malformed JSONL line, an out-of-memory batch or a gated model
+without a token fails in seconds instead of after a 15 GB download. The architecture is
+built on the meta device from its config.json (a local model, the HF cache, or
+configs/architectures/), so no weights are read and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainkit.report import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHITECTURES_DIR = ROOT / "configs" / "architectures"
+WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors")
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+@dataclass
+class ModelSource:
+    """Where the model's files are, as far as can be known offline."""
+
+    name: str
+    config_dir: Path | None  # a directory holding config.json (and maybe tokenizer files)
+    where: str  # "local", "cache", "shipped" or "" when nothing was found
+    weights_present: bool
+
+
+def locate_model(name: str) -> ModelSource:
+    path = Path(name).expanduser()
+    if (path / "config.json").is_file():
+        return ModelSource(name, path, "local", any((path / f).is_file() for f in WEIGHT_FILES))
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        weights = any(isinstance(try_to_load_from_cache(name, f), str) for f in WEIGHT_FILES)
+        return ModelSource(name, Path(cached).parent, "cache", weights)
+    shipped = ARCHITECTURES_DIR / name.replace("/", "--")
+    if (shipped / "config.json").is_file():
+        return ModelSource(name, shipped, "shipped", False)
+    return ModelSource(name, None, "", False)
+
+
+def check_values(config, report: Report) -> None:
+    """Values TRL accepts but that cannot train, or train nothing."""
+    sft, model = config.sft, config.model
+    positive = {
+        "per_device_train_batch_size": sft.per_device_train_batch_size,
+        "gradient_accumulation_steps": sft.gradient_accumulation_steps,
+        "learning_rate": sft.learning_rate,
+        "logging_steps": sft.logging_steps,
+        "lora_r": model.lora_r,
+        "lora_alpha": model.lora_alpha,
+    }
+    if sft.save_strategy == "steps":
+        positive["save_steps"] = sft.save_steps
+    if sft.max_length is not None:
+        positive["max_length"] = sft.max_length
+    for key, value in positive.items():
+        if value is None or value <= 0:
+            report.error(f"{key} must be positive, got {value}", f"set {key} to a positive value")
+    if sft.max_steps == 0 or (sft.max_steps < 0 and sft.num_train_epochs <= 0):
+        report.error(f"nothing to train: max_steps={sft.max_steps}, num_train_epochs={sft.num_train_epochs}",
+                     "set max_steps to the number of optimizer steps (or max_steps: -1 with num_train_epochs > 0)")
+    if not 0 <= model.lora_dropout <= 1:
+        report.error(f"lora_dropout must be between 0 and 1, got {model.lora_dropout}", "use 0.05")
+    if model.lora_target_modules is not None and not model.lora_target_modules:
+        report.error("lora_target_modules is empty: LoRA would train nothing",
+                     "list the projections, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
+
+
+def check_lora_recommendations(config, report: Report) -> None:
+    """The ranges that work for style + tool-use LoRA on 7-8B models; outside them only warns."""
+    model = config.model
+    if model.lora_r > 0 and not 8 <= model.lora_r <= 64:
+        report.warning(f"lora_r={model.lora_r} is outside the recommended 8-64", "use lora_r: 16")
+    if model.lora_r > 0 and model.lora_alpha > 0 and model.lora_alpha != 2 * model.lora_r:
+        report.warning(f"lora_alpha={model.lora_alpha} is not 2 x lora_r={model.lora_r}",
+                       f"use lora_alpha: {2 * model.lora_r}")
+    if 0.2 < model.lora_dropout <= 1:
+        report.warning(f"lora_dropout={model.lora_dropout} is above the recommended 0-0.2", "use lora_dropout: 0.05")
+    targets = model.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    if targets is None:
+        report.warning("lora_target_modules is not set: PEFT falls back to its default for the model type",
+                       "list them: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
+    elif targets != "all-linear" and 0 < len(targets) < 4:
+        report.warning(f"only {len(targets)} LoRA target module(s): {', '.join(targets)}",
+                       "target at least 4, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
+
+
+def build_meta_model(source: ModelSource, report: Report):
+    """The architecture with no weights (meta device), or None with a WARNING saying why."""
+    if source.config_dir is None:
+        report.warning(
+            f"no config.json for {source.name} offline (not a local dir, not in the HF cache, "
+            f"not in configs/architectures/): architecture, target-module and memory checks skipped",
+            f"download it once (huggingface-cli download {source.name} config.json) or add "
+            f"configs/architectures/{source.name.replace('/', '--')}/config.json",
+        )
+        return None
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        model_config = AutoConfig.from_pretrained(source.config_dir)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config)
+    except (ValueError, KeyError, OSError) as exc:
+        report.warning(f"could not build {source.name} from its config.json ({exc.__class__.__name__}: {exc})",
+                       "architecture, target-module and memory checks skipped")
+        return None
+    params = sum(p.numel() for p in model.parameters())
+    report.ok(f"model {source.name}: {type(model).__name__}, {params / 1e9:.2f}B parameters "
+              f"(config.json from {source.where})")
+    return model
+
+
+def check_target_modules(model, config, report: Report) -> None:
+    """Every lora_target_modules entry must name a module, the way PEFT matches them."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    targets = config.model.lora_target_modules
+    if not targets or targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(targets, str):
+        # TRL turns a one-item list into a plain string, which PEFT reads as a regex over
+        # the full module name: "q_proj" then matches nothing and PEFT fails at startup.
+        if not any(check_target_module_exists(LoraConfig(target_modules=targets), name) for name in names):
+            report.error(f"lora_target_modules: {targets!r} is read as a regex over full module names "
+                         "(a one-item list becomes one) and matches nothing",
+                         "list at least two modules, e.g. [q_proj, v_proj], or write a regex such as '.*q_proj'")
+        return
+    leaves = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Linear"})
+    for target in targets:
+        probe = LoraConfig(target_modules=[target])
+        if not any(check_target_module_exists(probe, name) for name in names):
+            import difflib
+
+            close = difflib.get_close_matches(target, leaves, n=1)
+            report.error(
+                f"lora_target_modules: {target!r} matches no module in {type(model).__name__}"
+                + (f" (did you mean {close[0]}?)" if close else ""),
+                f"its linear layers are: {', '.join(leaves)}",
+            )
+
+
+def load_tokenizer(source: ModelSource, report: Report):
+    """The model's tokenizer from local files only, or None with a WARNING."""
+    from transformers import AutoTokenizer
+
+    if source.where in ("local", "cache"):
+        try:
+            return AutoTokenizer.from_pretrained(source.config_dir if source.where == "local" else source.name,
+                                                 local_files_only=True)
+        except (OSError, ValueError):
+            pass
+    report.warning(f"no tokenizer for {source.name} offline: chat-template and token-length checks skipped",
+                   "they run once the model is in the HF cache")
+    return None
+
+
+def preflight(config, report: Report, *, data: bool = True) -> None:
+    """Every check of a parsed config; findings go into `report`."""
+    check_values(config, report)
+    check_lora_recommendations(config, report)
+    if report.errors:
+        return
+    from trainkit.environment import check_model_access
+
+    source = locate_model(config.model.model_name_or_path)
+    check_model_access(source.name, report, cached=source.where == "local" or source.weights_present)
+    model = build_meta_model(source, report)
+    if model is not None:
+        check_target_modules(model, config, report)
+        check_memory_and_disk(model, source, config, report)
+    if data:
+        check_data(source, config, report)
+
+
+def check_data(source: ModelSource, config, report: Report) -> None:
+    from trainkit.data_checks import check_chat_file, check_duplicates, check_token_lengths
+
+    args = config.trainkit
+    train = check_chat_file(args.train_file, "train_file", report)
+    validation = check_chat_file(args.validation_file, "validation_file", report) if args.validation_file else None
+    if report.errors:
+        return
+    check_duplicates(train, validation, report)
+    tokenizer = load_tokenizer(source, report)
+    if tokenizer is not None and config.sft.max_length:
+        paths = [args.train_file] + ([args.validation_file] if args.validation_file else [])
+        check_token_lengths(tokenizer, paths, config.sft.max_length, report)
+
+
+def check_memory_and_disk(model, source: ModelSource, config, report: Report) -> None:
+    from trainkit.memory import check_memory, estimate_training_memory, platform_budget_gb
+    from trainkit.storage import check_run_disk, check_runpod_persistence, lora_checkpoint_bytes
+
+    sft, margs, targs = config.sft, config.model, config.trainkit
+    load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
+    estimate = estimate_training_memory(
+        model, model.config,
+        batch_size=sft.per_device_train_batch_size,
+        max_length=sft.max_length or model.config.max_position_embeddings,
+        weight_dtype=margs.dtype,
+        load_in_4bit=load_in_4bit,
+        lora_r=margs.lora_r,
+        lora_target_modules=margs.lora_target_modules,
+        activation_checkpointing=bool(sft.activation_checkpointing),
+        lora_dropout=margs.lora_dropout,
+        triton=config.device == "cuda",
+    )
+    budget = platform_budget_gb(config.platform, targs.memory_budget_gb)
+    check_memory(estimate, budget, report,
+                 batch_size=sft.per_device_train_batch_size,
+                 gradient_accumulation_steps=sft.gradient_accumulation_steps,
+                 max_length=sft.max_length,
+                 activation_checkpointing=bool(sft.activation_checkpointing),
+                 load_in_4bit=load_in_4bit)
+    params = sum(p.numel() for p in model.parameters())
+    save_total_limit = sft.save_total_limit or max(1, (sft.max_steps or 0) // max(1, sft.save_steps or 1))
+    check_run_disk(
+        config.output_dir, report,
+        model_bytes=params * DTYPE_BYTES.get(margs.dtype, 2),
+        model_cached=source.where == "local" or source.weights_present,
+        save_total_limit=save_total_limit,
+        checkpoint_bytes=lora_checkpoint_bytes(estimate.lora_params),
+    )
+    check_runpod_persistence(report, [config.output_dir])
