@@ -62,7 +62,7 @@ class TrainkitCallback(TrainerCallback):
             self.status.update(first_step_seconds=round(time.time() - psutil.Process().create_time(), 2))
         if self.faults.step_delay:
             time.sleep(self.faults.step_delay)
-        if self.faults.crash_at_step == state.global_step:
+        if self.faults.crash_now(state.global_step):
             raise InjectedCrash(f"injected crash at step {state.global_step}")
         if agree_across_ranks(self.stop.requested):
             # A rank that was not signalled itself must still end as interrupted, not completed.

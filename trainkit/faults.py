@@ -3,6 +3,7 @@
     TRAINKIT_FAULT_CRASH_AT_STEP=5   raise at the end of step 5, before its checkpoint (exit 70)
     TRAINKIT_FAULT_NAN_AT_STEP=3     make step 3's loss NaN (divergence guard, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
+    TRAINKIT_FAULT_ONCE=/tmp/marker  the crash fires only while this file is absent, and creates it
 
 Unset in production; the code paths they reach are the production ones.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class InjectedCrash(RuntimeError):
@@ -27,6 +29,7 @@ class Faults:
     crash_at_step: int | None = None
     nan_at_step: int | None = None
     step_delay: float | None = None
+    once_marker: str | None = None
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -34,4 +37,15 @@ class Faults:
             crash_at_step=_env_number("TRAINKIT_FAULT_CRASH_AT_STEP", int),
             nan_at_step=_env_number("TRAINKIT_FAULT_NAN_AT_STEP", int),
             step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
+            once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
         )
+
+    def crash_now(self, step: int) -> bool:
+        if self.crash_at_step != step:
+            return False
+        if self.once_marker:
+            marker = Path(self.once_marker)
+            if marker.exists():
+                return False
+            marker.touch()
+        return True
