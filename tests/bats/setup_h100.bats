@@ -1,0 +1,241 @@
+#!/usr/bin/env bats
+# scripts/setup_runpod_h100.sh (scripts/setup.sh --platform h100): every decision's tag and exit code.
+# The machine's facts come from PATH stubs (nvidia-smi, conda) and a stub Python ($TRAINKIT_PYTHON)
+# that answers the import/pip calls and the checkers; STUB_REAL names checkers the real venv Python runs.
+# Each test works in a copy of the repo, so links, stamps and logs never touch the checkout.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load test_helper
+  export REPO="$BATS_TEST_TMPDIR/repo" STUB_BIN="$BATS_TEST_TMPDIR/bin" STUB_STATE="$BATS_TEST_TMPDIR/state"
+  export STUB_LOG="$BATS_TEST_TMPDIR/calls.log" STUB_CONDA_BASE="$BATS_TEST_TMPDIR/conda"
+  export REAL_PYTHON="$REPO_ROOT/.venv-local/bin/python"
+  mkdir -p "$REPO/data" "$STUB_BIN" "$STUB_STATE" "$STUB_CONDA_BASE/envs" "$BATS_TEST_TMPDIR/home"
+  cp -Rp "$REPO_ROOT/scripts" "$REPO_ROOT/environment-remote.yml" "$REPO_ROOT/requirements-local.txt" \
+    "$REPO_ROOT/requirements-dev.txt" "$REPO/"
+  ln -s "$REPO_ROOT/configs" "$REPO/configs"
+  ln -s "$REPO_ROOT/trainkit" "$REPO/trainkit"
+  ln -s "$REPO_ROOT/data/sample" "$REPO/data/sample"
+  write_stubs
+  export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" TRAINKIT_PYTHON="$STUB_BIN/python-stub"
+  export RUNPOD_POD_ID=pod-test NO_COLOR=1
+  unset WANDB_API_KEY CONDA_EXE TRAINKIT_CONDA_ENV TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_FLASH_ATTN_FAILS
+  export STUB_GPU="NVIDIA H100 80GB HBM3, 81559" STUB_CUDA=12.4
+}
+
+write_stubs() {
+  cat >"$STUB_BIN/nvidia-smi" <<'EOF'
+#!/usr/bin/env bash
+if [[ "$*" == *--query-gpu=name,memory.total* ]]; then
+  printf '%s\n' "$STUB_GPU"
+else
+  printf '| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: %s     |\n' "$STUB_CUDA"
+fi
+EOF
+  cat >"$STUB_BIN/conda" <<'EOF'
+#!/usr/bin/env bash
+echo "conda $*" >>"$STUB_LOG"
+name="$4"
+case "$1 $2" in
+  "info --base") echo "$STUB_CONDA_BASE" ;;
+  "env list")
+    printf '# conda environments:\n#\nbase                  *  %s\n' "$STUB_CONDA_BASE"
+    for dir in "$STUB_CONDA_BASE"/envs/*/; do
+      [[ -d "$dir" ]] && printf '%-22s   %s\n' "$(basename "$dir")" "${dir%/}"
+    done ;;
+  "env create") echo "Collecting package metadata"; mkdir -p "$STUB_CONDA_BASE/envs/$name/bin" ;;
+  "env update") echo "Collecting package metadata" ;;
+  "env remove") rm -rf "${STUB_CONDA_BASE:?}/envs/$name" ;;
+esac
+EOF
+  cat >"$STUB_BIN/python-stub" <<'EOF'
+#!/usr/bin/env bash
+echo "python $*" >>"$STUB_LOG"
+case "$1" in
+  -c)
+    case "$2" in
+      *version_info*) echo "${STUB_PY_VERSION:-3.11.7}" ;;
+      *flash_attn*) [[ -e "$STUB_STATE/flash_attn" ]] || { echo "ModuleNotFoundError: No module named 'flash_attn'" >&2; exit 1; } ;;
+    esac ;;
+  -m)
+    case "$2" in
+      venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
+      pip)
+        if [[ "$*" == *flash-attn* ]]; then
+          [[ -z "${STUB_FLASH_ATTN_FAILS:-}" ]] || { echo "error: subprocess-exited-with-error: nvcc failed"; exit 1; }
+          touch "$STUB_STATE/flash_attn"
+        fi ;;
+    esac ;;
+  scripts/*.py)
+    name="${1#scripts/}"
+    [[ " ${STUB_REAL:-} " == *" $name "* ]] && exec "$REAL_PYTHON" "$@"
+    if [[ " ${STUB_FAIL:-} " == *" $name "* ]]; then
+      printf '❌ ERROR: %s found a problem (stub)\n  ↳ fix it\n' "$name"
+      exit 1
+    fi
+    printf '✅ SUCCESS: %s passed (stub)\n' "$name" ;;
+  *) exec "$REAL_PYTHON" "$@" ;;
+esac
+EOF
+  chmod +x "$STUB_BIN"/*
+}
+
+add_final_data() {
+  mkdir -p "$REPO/data/synthetic"
+  cp "$REPO_ROOT/data/sample/train.jsonl" "$REPO/data/synthetic/final_train.jsonl"
+  cp "$REPO_ROOT/data/sample/validation.jsonl" "$REPO/data/synthetic/final_validation.jsonl"
+}
+
+@test "on an H100 80GB pod with CUDA 12.4 setup creates the conda env, installs flash-attn and succeeds" {
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] GPU: NVIDIA H100 80GB HBM3, 79.6 GB"
+  assert_line "[SETUP-H100] CUDA 12.4"
+  assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
+  assert_line "[SETUP-H100] flash-attn installed"
+  assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
+  run grep -c "^conda env create -n weatherman -f $REPO/environment-remote.yml$" "$STUB_LOG"
+  assert_output 1
+  run grep -F "check_storage.py --path $REPO --min-gb 50 --output-dir $REPO/outputs/weatherman-h100" "$STUB_LOG"
+  assert_success
+  run grep -F "scripts/validate_environment.py --env=h100" "$STUB_LOG"
+  assert_success
+  run grep -F "scripts/validate_training_config.py --config configs/training_config_h100.yaml" "$STUB_LOG"
+  assert_success
+}
+
+@test "a GPU that is not an H100 80GB is a WARNING naming it, and setup still succeeds" {
+  STUB_GPU="NVIDIA A100-SXM4-40GB, 40960" run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line --partial "⚠️ WARNING: GPU is NVIDIA A100-SXM4-40GB with 40.0 GB, not an H100 80GB"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
+}
+
+@test "CUDA 11.8 is an ERROR with exit 1 before anything is installed" {
+  STUB_CUDA=11.8 run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: CUDA 11.8 is too old: trainkit needs CUDA >= 12.1"
+  assert_line --partial "  ↳ pick a RunPod template with CUDA 12.1 or newer"
+  assert_file_not_exists "$STUB_LOG"
+}
+
+@test "without nvidia-smi setup stops with an ERROR and exit 1" {
+  rm "$STUB_BIN/nvidia-smi"
+  if command -v nvidia-smi >/dev/null; then skip "this machine has a real nvidia-smi"; fi
+  run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: nvidia-smi not found: this machine has no NVIDIA driver"
+}
+
+@test "without conda setup stops with an ERROR that says how to install it" {
+  rm "$STUB_BIN/conda"
+  if command -v conda >/dev/null; then skip "this machine has a real conda"; fi
+  run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: conda not found: the h100 setup builds its env from environment-remote.yml with conda"
+  assert_line --partial "  ↳ install Miniforge on the volume"
+}
+
+@test "too little free disk fails check_storage and the ERROR verdict names it, after the other checks ran" {
+  [[ -x "$REAL_PYTHON" ]] || skip "needs $REAL_PYTHON (make setup)"
+  STUB_REAL="check_storage.py" TRAINKIT_MIN_DISK_GB=100000000 run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_line --regexp "^❌ ERROR: only .* GB free of .* on $REPO; training needs at least"
+  assert_line "✅ SUCCESS: validate_training_config.py passed (stub)"
+  assert_equal "${lines[-2]}" "❌ ERROR: h100 setup incomplete: check_storage.py failed (see the ERROR lines above)"
+  assert_equal "${lines[-1]}" "  ↳ fix them and re-run scripts/setup_runpod_h100.sh; finished steps are skipped"
+}
+
+@test "a failed flash-attn build is a WARNING, training falls back to SDPA, and setup succeeds" {
+  STUB_FLASH_ATTN_FAILS=1 run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "⚠️ WARNING: flash-attn could not be installed; training falls back to SDPA attention"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
+  run grep -F "pip install flash-attn --no-build-isolation" "$STUB_LOG"
+  assert_success
+  run cat "$REPO"/logs/setup_h100_*.log
+  assert_output --partial "nvcc failed"
+}
+
+@test "no W&B key is a WARNING with setup instructions and offline logging" {
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "⚠️ WARNING: no W&B API key: training will log offline to $REPO/outputs/weatherman-h100/wandb"
+  assert_line --partial "↳ export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run \`wandb login\`"
+}
+
+@test "a W&B key in the environment or ~/.netrc is found and never printed" {
+  WANDB_API_KEY=s3cr3t-key run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] W&B key found (WANDB_API_KEY)"
+  refute_output --partial "s3cr3t-key"
+  printf 'machine api.wandb.ai\n  login user\n  password n3trc-key\n' >"$HOME/.netrc"
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_line "[SETUP-H100] W&B key found ($HOME/.netrc)"
+  refute_output --partial "n3trc-key"
+}
+
+@test "missing RunPod pod variables are a WARNING" {
+  unset RUNPOD_POD_ID
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "⚠️ WARNING: RunPod pod variables (RUNPOD_POD_ID) are not set: this does not look like a RunPod pod"
+}
+
+@test "missing data is a WARNING naming the config's train_file, and the config is checked without data" {
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line --partial "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing"
+  assert_file_not_exists "$REPO/data/processed"
+  run grep -F "validate_training_config.py --config configs/training_config_h100.yaml --no-data" "$STUB_LOG"
+  assert_success
+}
+
+@test "a second run skips the conda env, flash-attn and the data links and says so" {
+  add_final_data
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] linked data/processed/train.jsonl -> ../synthetic/final_train.jsonl"
+  assert_equal "$(readlink "$REPO/data/processed/validation.jsonl")" "../synthetic/final_validation.jsonl"
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] conda env weatherman already matches environment-remote.yml: skipped"
+  assert_line "[SETUP-H100] flash-attn already installed: skipped"
+  assert_line "[SETUP-H100] data/processed/train.jsonl already present: skipped"
+  assert_line "[SETUP-H100] data/processed/validation.jsonl already present: skipped"
+  refute_output --partial "WARNING: the config's"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
+  run grep -c "^conda env \(create\|update\)" "$STUB_LOG"
+  assert_output 1
+}
+
+@test "a changed environment-remote.yml updates the env with --prune, and --recreate rebuilds it" {
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  echo "# changed" >>"$REPO/environment-remote.yml"
+  run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line --partial "[SETUP-H100] updating conda env weatherman from environment-remote.yml (--prune"
+  run grep -c "^conda env update -n weatherman -f $REPO/environment-remote.yml --prune$" "$STUB_LOG"
+  assert_output 1
+  run "$REPO/scripts/setup_runpod_h100.sh" --recreate </dev/null
+  assert_success
+  assert_line "[SETUP-H100] removing conda env weatherman (--recreate)"
+  run grep -c "^conda env \(remove -n weatherman -y\|create -n weatherman\)" "$STUB_LOG"
+  assert_output 3
+}
+
+@test "setup_runpod_h100.sh --help prints its Usage header and exits 0" {
+  run "$REPO_ROOT/scripts/setup_runpod_h100.sh" --help
+  assert_success
+  assert_line --index 0 "Usage: scripts/setup_runpod_h100.sh [--yes] [--recreate] [--config FILE]"
+  run "$REPO_ROOT/scripts/setup.sh" --help
+  assert_success
+  assert_line --index 0 "Usage: scripts/setup.sh --platform {h100,m4,cpu} [--yes] [--recreate] [--config FILE]"
+  refute_output --partial "set -euo"
+}
+
+@test "an unknown platform or argument is an ERROR with exit 1" {
+  run -1 "$REPO/scripts/setup.sh" --platform tpu
+  assert_output "$(printf '❌ ERROR: --platform must be h100, m4 or cpu\n  ↳ e.g. scripts/setup.sh --platform cpu')"
+  run -1 "$REPO/scripts/setup_runpod_h100.sh" --frobnicate
+  assert_line "❌ ERROR: unknown argument: --frobnicate"
+}

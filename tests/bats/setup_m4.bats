@@ -1,0 +1,163 @@
+#!/usr/bin/env bats
+# scripts/setup_m4_local.sh (scripts/setup.sh --platform m4): every decision's tag and exit code.
+# The Mac's facts come from PATH stubs (uname, system_profiler, sysctl) and a stub Python
+# ($TRAINKIT_PYTHON and $PYTHON) that answers the version, venv and pip calls and the checkers.
+# Each test works in a copy of the repo whose .venv-local/ is a stub, so the checkout is never touched.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load test_helper
+  export REPO="$BATS_TEST_TMPDIR/repo" STUB_BIN="$BATS_TEST_TMPDIR/bin" STUB_STATE="$BATS_TEST_TMPDIR/state"
+  export STUB_LOG="$BATS_TEST_TMPDIR/calls.log" REAL_PYTHON="$REPO_ROOT/.venv-local/bin/python"
+  mkdir -p "$REPO/data" "$STUB_BIN" "$STUB_STATE" "$BATS_TEST_TMPDIR/home"
+  cp -Rp "$REPO_ROOT/scripts" "$REPO_ROOT/environment-remote.yml" "$REPO_ROOT/requirements-local.txt" \
+    "$REPO_ROOT/requirements-dev.txt" "$REPO/"
+  ln -s "$REPO_ROOT/configs" "$REPO/configs"
+  ln -s "$REPO_ROOT/trainkit" "$REPO/trainkit"
+  ln -s "$REPO_ROOT/data/sample" "$REPO/data/sample"
+  write_stubs
+  mkdir -p "$REPO/.venv-local/bin"
+  cp "$STUB_BIN/python-stub" "$REPO/.venv-local/bin/python"
+  touch "$REPO/.venv-local/.trainkit-deps"
+  export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" NO_COLOR=1
+  export TRAINKIT_PYTHON="$STUB_BIN/python-stub" PYTHON="$STUB_BIN/python-stub"
+  export STUB_UNAME_S=Darwin STUB_UNAME_M=arm64 STUB_CHIP="Apple M4 Pro" STUB_MEMSIZE=$((48 * 1073741824))
+  unset WANDB_API_KEY TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_PY_VERSION STUB_INTEL
+}
+
+write_stubs() {
+  cat >"$STUB_BIN/uname" <<'EOF'
+#!/usr/bin/env bash
+case "$1" in
+  -s) echo "$STUB_UNAME_S" ;;
+  -m) echo "$STUB_UNAME_M" ;;
+  *) for real in /usr/bin/uname /bin/uname; do [[ -x "$real" ]] && exec "$real" "$@"; done ;;
+esac
+EOF
+  cat >"$STUB_BIN/system_profiler" <<'EOF'
+#!/usr/bin/env bash
+printf 'Hardware:\n\n    Hardware Overview:\n\n      Model Name: MacBook Pro\n'
+if [[ -n "${STUB_INTEL:-}" ]]; then
+  printf '      Processor Name: %s\n      Processor Speed: 2,3 GHz\n' "$STUB_INTEL"
+else
+  printf '      Chip: %s\n      Total Number of Cores: 14 (10 performance and 4 efficiency)\n' "$STUB_CHIP"
+fi
+printf '      Memory: %s GB\n' "$((STUB_MEMSIZE / 1073741824))"
+EOF
+  cat >"$STUB_BIN/sysctl" <<'EOF'
+#!/usr/bin/env bash
+[[ "$*" == "-n hw.memsize" ]] && echo "$STUB_MEMSIZE"
+EOF
+  cat >"$STUB_BIN/python-stub" <<'EOF'
+#!/usr/bin/env bash
+echo "python $*" >>"$STUB_LOG"
+case "$1" in
+  -c)
+    case "$2" in
+      *version_info*) echo "${STUB_PY_VERSION:-3.11.7}" ;;
+    esac ;;
+  -m)
+    case "$2" in
+      venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
+      pip) : ;;
+    esac ;;
+  scripts/*.py)
+    name="${1#scripts/}"
+    [[ " ${STUB_REAL:-} " == *" $name "* ]] && exec "$REAL_PYTHON" "$@"
+    if [[ " ${STUB_FAIL:-} " == *" $name "* ]]; then
+      printf '❌ ERROR: %s found a problem (stub)\n  ↳ fix it\n' "$name"
+      exit 1
+    fi
+    printf '✅ SUCCESS: %s passed (stub; PYTORCH_ENABLE_MPS_FALLBACK=%s)\n' "$name" "${PYTORCH_ENABLE_MPS_FALLBACK:-}" ;;
+  *) exec "$REAL_PYTHON" "$@" ;;
+esac
+EOF
+  chmod +x "$STUB_BIN"/*
+}
+
+@test "an M4 with 48 GB succeeds, runs the m4 checkers with MPS fallback on, and warns about 12–18 h" {
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "[SETUP-M4] chip: Apple M4 Pro"
+  assert_line "[SETUP-M4] unified memory: 48 GB"
+  assert_line "[SETUP-M4] Python 3.11.7 ($STUB_BIN/python-stub)"
+  assert_line "[SETUP-M4] .venv-local/ is up to date with requirements-local.txt: skipped"
+  assert_line "✅ SUCCESS: check_gpu.py passed (stub; PYTORCH_ENABLE_MPS_FALLBACK=1)"
+  assert_line "⚠️ WARNING: training takes 12–18 h on this Mac versus 3–4 h on a RunPod H100"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: m4 setup complete"
+  run grep -F "scripts/validate_environment.py --env m4" "$STUB_LOG"
+  assert_success
+  run grep -F "scripts/validate_training_config.py --config configs/training_config_m4.yaml" "$STUB_LOG"
+  assert_success
+}
+
+@test "a Mac with 8 GB of unified memory stops with an ERROR and exit 1" {
+  STUB_MEMSIZE=$((8 * 1073741824)) run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: 8 GB unified memory is too little: a 7-8B LoRA needs at least 16 GB (32 GB recommended)"
+  assert_file_not_exists "$STUB_LOG"
+}
+
+@test "a Mac with 24 GB of unified memory is a WARNING and setup still succeeds" {
+  STUB_MEMSIZE=$((24 * 1073741824)) run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line --partial "⚠️ WARNING: 24 GB unified memory is below the 32 GB configs/training_config_m4.yaml is sized for"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: m4 setup complete"
+}
+
+@test "an Intel Mac stops with an ERROR and exit 1" {
+  STUB_INTEL="Quad-Core Intel Core i7" STUB_UNAME_M=x86_64 run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: this Mac has no Apple-Silicon chip (Quad-Core Intel Core i7): MPS training needs an M1–M4"
+}
+
+@test "a shell under Rosetta on Apple Silicon stops with an ERROR" {
+  STUB_UNAME_M=x86_64 run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_line --partial "❌ ERROR: this shell runs under Rosetta (x86_64) on Apple M4 Pro"
+}
+
+@test "a machine that is not a Mac stops with an ERROR pointing at the cpu or H100 setup" {
+  STUB_UNAME_S=Linux run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: not a Mac (Linux): the m4 setup needs an Apple-Silicon Mac"
+}
+
+@test "Python older than 3.10 stops with an ERROR" {
+  STUB_PY_VERSION=3.9.6 run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: Python 3.9.6 ($STUB_BIN/python-stub) is too old: trainkit needs Python >= 3.10"
+}
+
+@test "MPS missing fails the checkers and the ERROR verdict names them" {
+  STUB_FAIL="validate_environment.py check_gpu.py" run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_line "❌ ERROR: check_gpu.py found a problem (stub)"
+  assert_equal "${lines[-2]}" "❌ ERROR: m4 setup incomplete: validate_environment.py, check_gpu.py failed (see the ERROR lines above)"
+}
+
+@test "no W&B key is a WARNING with setup instructions" {
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_line "⚠️ WARNING: no W&B API key: training will log offline to $REPO/outputs/weatherman-m4/wandb"
+}
+
+@test "a fresh checkout builds .venv-local/ and links the data; a second run skips both and says so" {
+  rm -rf "$REPO/.venv-local"
+  mkdir -p "$REPO/data/synthetic"
+  touch "$REPO/data/synthetic/final_train.jsonl" "$REPO/data/synthetic/final_validation.jsonl"
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "[SETUP-M4] creating .venv-local/ with $STUB_BIN/python-stub"
+  assert_line "[SETUP-M4] .venv-local/ ready"
+  assert_line "[SETUP-M4] linked data/processed/train.jsonl -> ../synthetic/final_train.jsonl"
+  assert_file_exists "$REPO/.venv-local/.trainkit-deps"
+  run grep -c -e "-m pip install --quiet torch==2.13.0" -e "-m pip install --quiet -r requirements-dev.txt" "$STUB_LOG"
+  assert_output 2
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "[SETUP-M4] .venv-local/ is up to date with requirements-local.txt: skipped"
+  assert_line "[SETUP-M4] data/processed/validation.jsonl already present: skipped"
+  run grep -c -e "-m pip install" "$STUB_LOG"
+  assert_output 2
+}
+
+@test "setup_m4_local.sh --help prints its Usage header and exits 0" {
+  run "$REPO_ROOT/scripts/setup_m4_local.sh" --help
+  assert_success
+  assert_line --index 0 "Usage: scripts/setup_m4_local.sh [--yes] [--recreate] [--config FILE]"
+}
