@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -24,6 +25,17 @@ def test_smoke_run_prints_a_progress_line_every_logging_step(smoke_run):
     progress = [line for line in run.lines if line.startswith("[TRAINING-CPU] step ")]
     assert [line.split()[2] for line in progress] == [f"{s}/20" for s in range(1, 21)]
     assert all(" | loss " in line and " tok/s " in line and "ETA" in line for line in progress)
+
+
+def test_smoke_run_prints_one_time_estimate_after_estimate_after_steps(smoke_run):
+    out, run = smoke_run
+    estimates = [line for line in run.lines if line.startswith("[TRAINING-CPU] time estimate after ")]
+    assert len(estimates) == 1, run.output[-3000:]
+    assert re.match(r"^\[TRAINING-CPU\] time estimate after 5 steps: [0-9.]+ s/step, \d+:\d\d:\d\d to go "
+                    r"for the remaining 15 steps \(done around \d{4}-\d\d-\d\d \d\d:\d\d\)$", estimates[0])
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    (estimate,) = [e for e in events if e["event"] == "estimate"]
+    assert estimate["step"] == 5 and estimate["seconds_per_step"] > 0
 
 
 def test_final_adapter_loads_with_peft_and_generates_text(smoke_run, tiny_model):

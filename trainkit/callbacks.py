@@ -34,13 +34,15 @@ def memory_figures() -> dict:
 
 
 class TrainkitCallback(TrainerCallback):
-    def __init__(self, status: RunStatus, stop: StopRequest, tag: str, faults: Faults, warn, verbose: bool = True):
+    def __init__(self, status: RunStatus, stop: StopRequest, tag: str, faults: Faults, warn, verbose: bool = True,
+                 estimate_after: int = 0):
         self.status = status
         self.warn = warn
         self.stop = stop
         self.tag = tag
         self.faults = faults
         self.verbose = verbose
+        self.estimate_after = estimate_after
         self.t0 = None
         self.first_step = 0
         self.last_tokens = None
@@ -60,6 +62,8 @@ class TrainkitCallback(TrainerCallback):
 
             # From process start (imports included) to the first optimizer step: what a user waits for.
             self.status.update(first_step_seconds=round(time.time() - psutil.Process().create_time(), 2))
+        if self.estimate_after and state.global_step - self.first_step == self.estimate_after:
+            self.print_estimate(state)
         if self.faults.step_delay:
             time.sleep(self.faults.step_delay)
         if self.faults.crash_now(state.global_step):
@@ -77,6 +81,21 @@ class TrainkitCallback(TrainerCallback):
             # lets a later, larger max_steps continue instead of redoing the tail.
             control.should_save = True
         return control
+
+    def print_estimate(self, state) -> None:
+        """One line a person can plan by: throughput measured on this machine, not a guess from the config."""
+        done = state.global_step - self.first_step
+        per_step = (time.time() - self.t0) / done
+        remaining = per_step * max(state.max_steps - state.global_step, 0)
+        finish = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + remaining))
+        self.status.event("estimate", step=state.global_step, seconds_per_step=round(per_step, 3),
+                          remaining_seconds=round(remaining, 1))
+        if self.verbose:
+            protocol.section(
+                self.tag,
+                f"time estimate after {done} steps: {per_step:.2f} s/step, {format_duration(remaining)} to go "
+                f"for the remaining {max(state.max_steps - state.global_step, 0)} steps (done around {finish})",
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

@@ -53,6 +53,11 @@ class TrainkitArguments:
         default=None,
         metadata={"help": "Accelerator memory the run may use; default per platform (h100 70, m4 28, cpu none)."},
     )
+    estimate_after_steps: int = field(
+        default=100,
+        metadata={"help": "Print a time-to-finish estimate from the measured throughput after this many steps "
+                  "(0 turns it off)."},
+    )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
 
 
@@ -251,6 +256,8 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
             f"loss_spike_factor must be above 1 (or 0 to turn it off), not {trainkit_args.loss_spike_factor}",
             "try 3.0: stop when a loss is three times its running average",
         )
+    if trainkit_args.estimate_after_steps < 0:
+        raise ConfigError("estimate_after_steps must be 0 (off) or more", "use the default of 100")
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.

@@ -152,7 +152,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
 
     prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
     faults = Faults.from_env()
-    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc)
+    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
+                                estimate_after=config.trainkit.estimate_after_steps)
 
     from trainkit.divergence import LossDiverged
     from trainkit.trainer import build_trainer
