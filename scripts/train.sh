@@ -89,6 +89,8 @@ run_check scripts/check_storage.py --path "$root" --min-gb "$min_disk_gb" --outp
 run_check scripts/validate_training_config.py --config "$config" --output_dir "$output_dir" "$@"
 
 mkdir -p logs "$output_dir"
+# The last run's verdict must not pass for this one's while the new supervisor is starting.
+rm -f "$(tk_exit_file "$output_dir")"
 log="$root/logs/${log_prefix}$(tk_timestamp).log"
 : >"$log"
 ln -sfn "$(basename "$log")" logs/latest.log
@@ -123,6 +125,7 @@ fi
 
 trap 'tk_success "stopped watching; training continues in tmux session $session"; exit 0' INT
 started=$(date +%s)
+throttled=0
 exit_file="$(tk_exit_file "$output_dir")"
 while true; do
   if [[ -f "$exit_file" ]]; then
@@ -163,7 +166,13 @@ while true; do
     exit 0
   fi
   if [[ "$platform" == "m4" ]] && command -v pmset >/dev/null; then
-    tk_thermal_check "$tag" || true
+    # Warn when throttling starts, not on every poll.
+    if thermal_warning="$(tk_thermal_check "$tag")"; then
+      throttled=0
+    elif ((!throttled)); then
+      printf '%s\n' "$thermal_warning"
+      throttled=1
+    fi
   fi
   sleep "${TRAINKIT_WATCH_INTERVAL:-1}"
 done
