@@ -21,12 +21,12 @@ tk_thermal_check() {
 
 # tk_thermal_watch TAG — check every $TRAINKIT_THERMAL_INTERVAL seconds (60), warning when throttling starts.
 tk_thermal_watch() {
-  local was_ok=1
+  local was_ok=1 warning
   while true; do
-    if tk_thermal_check "$1" >/dev/null; then
+    if warning="$(tk_thermal_check "$1")"; then
       was_ok=1
     elif ((was_ok)); then
-      tk_thermal_check "$1" || true
+      printf '%s\n' "$warning"
       was_ok=0
     fi
     sleep "${TRAINKIT_THERMAL_INTERVAL:-60}"
