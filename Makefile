@@ -29,11 +29,15 @@ $(TINY_MODEL): $(VENV_STAMP) scripts/make_tiny_model.py data/sample/train.jsonl 
 
 setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny model (idempotent)
 
-demo: setup ## train the tiny model on CPU end to end and show its status
-	rm -rf outputs/smoke
-	$(PY) scripts/validate_environment.py --env cpu
-	$(PY) train.py --config configs/smoke.yaml
-	@echo; echo "status.json:"; cat outputs/smoke/status.json
+# The whole pipeline as a user runs it, on configs/smoke.yaml: setup -> preflight -> tmux
+# launch -> training -> checkpoints -> status. A run still alive in outputs/smoke is left alone
+# (train.sh refuses to start a second one); a finished or dead one is trained again from scratch.
+DEMO_SESSION ?= trainkit-demo
+demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
+	scripts/setup.sh --platform cpu --yes
+	@if [ -e outputs/smoke/.trainkit.lock ]; then :; else rm -rf outputs/smoke; fi
+	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
+	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh

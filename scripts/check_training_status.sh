@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: scripts/check_training_status.sh [--output-dir DIR | --config FILE] [--json] [--wandb]
-#                                         [--session NAME] [--lines N] [--help]
+#                                         [--session NAME] [--lines N] [--wait [--timeout S]] [--help]
 #
 # Report on one training run: state, step/max_steps, loss, tokens/s, ETA, elapsed, when
 # status.json was last updated, GPU utilisation and memory (when nvidia-smi exists), the tmux
@@ -18,6 +18,11 @@
 #   --session NAME    tmux session to look for (default: the lock's session=, else
 #                     $TRAINKIT_SESSION, else weatherman-training)
 #   --lines N         log lines to show (default 10; 0 for none)
+#   --wait            first block until the run has a verdict: its supervisor has exited and
+#                     status.json no longer says starting/running with a live trainer pid;
+#                     a [STATUS] line every $TRAINKIT_WAIT_REPORT_SECONDS (30) while it waits
+#   --timeout S       give up waiting after S seconds (default: no limit) with a WARNING,
+#                     then report the run as it is
 #
 # The log is the one named in OUTPUT_DIR/.trainkit.lock, else the newest logs/*.log whose
 # train.py header names OUTPUT_DIR. A run whose status.json says starting/running while its
@@ -51,25 +56,28 @@ source "$(dirname "$0")/lib/status.sh"
 tk_maybe_help "$0" "$@"
 
 usage_hint="see scripts/check_training_status.sh --help"
-output_dir="" config="" json=0 wandb=0 session="" lines=10
+output_dir="" config="" json=0 wandb=0 session="" lines=10 wait=0 timeout=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --output-dir | --config | --session | --lines)
+    --output-dir | --config | --session | --lines | --timeout)
       [[ $# -ge 2 ]] || tk_die "$TK_EXIT_ERROR" "$1 needs a value" "$usage_hint"
       case "$1" in
         --output-dir) output_dir="$2" ;;
         --config) config="$2" ;;
         --session) session="$2" ;;
         --lines) lines="$2" ;;
+        --timeout) timeout="$2" ;;
       esac
       shift 2
       ;;
     --json) json=1; shift ;;
     --wandb) wandb=1; shift ;;
+    --wait) wait=1; shift ;;
     *) tk_die "$TK_EXIT_ERROR" "unknown argument: $1" "$usage_hint" ;;
   esac
 done
 [[ "$lines" =~ ^[0-9]+$ ]] || tk_die "$TK_EXIT_ERROR" "--lines wants a number, got '$lines'" "$usage_hint"
+[[ "$timeout" =~ ^[0-9]+$ ]] || tk_die "$TK_EXIT_ERROR" "--timeout wants whole seconds, got '$timeout'" "$usage_hint"
 
 if ((json)); then
   # The JSON object goes to fd 3 (the real stdout); every tagged line goes to stderr.
@@ -88,6 +96,11 @@ else
   output_dir="$(tk_status_default_output_dir "$root")"
   [[ -n "$output_dir" ]] || tk_die "$TK_EXIT_ERROR" "no training run found (no logs/latest.log, no outputs/*/status.json)" \
     "pass the run with --output-dir DIR or --config FILE, or launch one with the train script"
+fi
+
+if ((wait)); then
+  tk_status_wait "$output_dir" "$timeout" || tk_warning "gave up waiting after ${timeout}s: the run has no verdict yet" \
+    "check again later, or watch it: tmux attach -t $(tk_lock_get "$output_dir" session)"
 fi
 
 # Facts outside status.json.

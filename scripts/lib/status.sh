@@ -52,6 +52,38 @@ tk_status_log() {
   done < <(ls -t "$root"/logs/*.log 2>/dev/null)
 }
 
+# tk_status_field OUTPUT_DIR KEY — print top-level KEY (a number, or a string without commas) of OUTPUT_DIR/status.json, or nothing.
+tk_status_field() {
+  sed -n "s/^  \"$2\": \"\{0,1\}\([^\",]*\).*/\1/p" "$1/status.json" 2>/dev/null | head -n 1
+}
+
+# tk_status_undecided OUTPUT_DIR — succeed while the run can still change: its supervisor lives, or status.json says starting/running and its trainer pid lives.
+tk_status_undecided() {
+  local state pid
+  tk_lock_alive "$1" && return 0
+  state="$(tk_status_field "$1" state)"
+  pid="$(tk_status_field "$1" pid)"
+  [[ "$state" == starting || "$state" == running ]] && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# tk_status_wait OUTPUT_DIR TIMEOUT — block until tk_status_undecided fails (TIMEOUT seconds, 0 for none); fail on timeout.
+tk_status_wait() {
+  local dir="$1" timeout="$2" started now last_report
+  started="$(date +%s)"
+  last_report="$started"
+  while tk_status_undecided "$dir"; do
+    now="$(date +%s)"
+    if ((timeout > 0 && now - started >= timeout)); then
+      return 1
+    fi
+    if ((now - last_report >= ${TRAINKIT_WAIT_REPORT_SECONDS:-30})); then
+      tk_section STATUS "waiting: $(tk_status_field "$dir" state) at step $(tk_status_field "$dir" step)/$(tk_status_field "$dir" max_steps)"
+      last_report="$now"
+    fi
+    sleep "${TRAINKIT_WAIT_INTERVAL:-1}"
+  done
+}
+
 # tk_newest_checkpoint OUTPUT_DIR — print the path of the highest-numbered checkpoint-N directory, or nothing.
 tk_newest_checkpoint() {
   local dir best="" best_step=-1 step

@@ -439,3 +439,29 @@ print("ok")' "$output"
   assert_line --partial "interrupted                      75"
   refute_output --partial "set -euo"
 }
+
+@test "--wait blocks while the supervisor lives, then reports the verdict the run reached" {
+  write_status state='"running"'
+  sleep 3 &
+  supervisor=$!
+  printf 'pid=%s\nsession=weatherman-training\n' "$supervisor" >"$RUN_DIR/.trainkit.lock"
+  (sleep 1.5 && cat >"$RUN_DIR/status.json.new" <"$RUN_DIR/status.json" &&
+    sed -i.bak -e 's/"state": "running"/"state": "completed"/' -e 's/"step": 12/"step": 20/' "$RUN_DIR/status.json.new" &&
+    mv "$RUN_DIR/status.json.new" "$RUN_DIR/status.json") &
+  started=$SECONDS
+  TRAINKIT_WAIT_INTERVAL=0.2 run -0 "$CHECK" --output-dir "$RUN_DIR" --wait
+  ((SECONDS - started >= 2))
+  assert_line "[STATUS] state: completed"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: training completed: step 20/20"
+}
+
+@test "--wait --timeout gives up with a WARNING and reports the run as it is" {
+  write_status state='"running"'
+  sleep 30 &
+  supervisor=$!
+  printf 'pid=%s\nsession=weatherman-training\n' "$supervisor" >"$RUN_DIR/.trainkit.lock"
+  TRAINKIT_WAIT_INTERVAL=0.2 run -0 "$CHECK" --output-dir "$RUN_DIR" --wait --timeout 1
+  kill "$supervisor"
+  assert_line "⚠️ WARNING: gave up waiting after 1s: the run has no verdict yet"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: training running (step 12/20)"
+}

@@ -114,3 +114,15 @@ launch() {
   run -1 scripts/train.sh --platform tpu
   assert_output --partial "❌ ERROR: --platform must be h100, m4 or cpu"
 }
+
+@test "a trainer killed outright (SIGKILL) is relaunched by the supervisor and resumes from its newest checkpoint" {
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 16 --save_steps 4
+  wait_for_file "$OUT/checkpoint-4/trainer_state.json"
+  wait_for_step 6
+  pkill -KILL -f "train.py --config configs/smoke.yaml --output_dir $OUT"
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (4|8)\. Resuming training\.$' logs/latest.log
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bats
+# `make demo` in a fresh copy of the repo (the files git would commit, nothing built): setup,
+# preflight, the tmux launch, real CPU training, checkpoints and the final status. The copy
+# borrows this checkout's .venv-local/ so the test does not reinstall torch; it builds its
+# own tiny model.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load test_helper
+  [[ -x "$REPO_ROOT/.venv-local/bin/python" ]] || skip "needs make setup"
+  command -v git >/dev/null || skip "needs git to list the repo's files"
+  export TRAINKIT_TMUX_SOCKET="trainkit-demo-$$-${BATS_TEST_NUMBER}"
+  export HF_HUB_OFFLINE=1 WANDB_MODE=offline TRAINKIT_WATCH_INTERVAL=0.5
+  unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR
+  COPY="$BATS_TEST_TMPDIR/repo"
+  mkdir -p "$COPY"
+  (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf -) | tar -xf - -C "$COPY"
+  ln -s "$REPO_ROOT/.venv-local" "$COPY/.venv-local"
+}
+
+teardown() {
+  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+}
+
+@test "make demo in a fresh copy runs setup, the tmux launch, training and ends on a completed status" {
+  assert_file_not_exists "$COPY/models/tiny-chat/config.json"
+  run -0 make -s -C "$COPY" demo DEMO_SESSION=demo-bats
+  assert_line "✅ SUCCESS: cpu setup complete"
+  assert_line --partial "[TRAINING-CPU] launched in tmux session demo-bats; log: $COPY/logs/training_cpu_"
+  assert_line --regexp '^✅ SUCCESS: training (running in tmux session demo-bats|completed during the watch)'
+  assert_line "[STATUS] state: completed"
+  assert_line "[STATUS] step: 20/20 (100.0%)"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: training completed: step 20/20: adapter saved to $COPY/outputs/smoke/final"
+  assert_file_exists "$COPY/models/tiny-chat/config.json"
+  assert_file_exists "$COPY/outputs/smoke/checkpoint-20/trainer_state.json"
+  assert_file_exists "$COPY/outputs/smoke/final/adapter_model.safetensors"
+  run -1 grep -q $'\e' "$COPY"/logs/training_cpu_*.log
+}
