@@ -11,6 +11,7 @@
 # itself stops a crash loop (exit 2) after 3 resumes without progress; as a last guard the
 # supervisor gives up after $TRAINKIT_MAX_RESTARTS (10) relaunches and exits 70.
 # The final code is written to DIR/.trainkit.exit; DIR/.trainkit.lock is held meanwhile.
+# Ctrl-C in the tmux pane stops the run the same way as SIGTERM: checkpoint, then exit 75.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -66,7 +67,11 @@ fi
 restarts=0
 while true; do
   set +e
-  (cd "$root" && "$python" train.py --config "$config" --output_dir "$output_dir" "$@") 2>&1 | tee -a "$log"
+  # Ctrl-C or a hangup in the tmux pane reaches the whole foreground process group. train.py
+  # answers with a checkpoint and exit 75, so tee must outlive it, or the checkpoint line
+  # becomes a BrokenPipeError.
+  (cd "$root" && "$python" train.py --config "$config" --output_dir "$output_dir" "$@") 2>&1 |
+    (trap '' INT HUP TERM && exec tee -a "$log")
   code=${PIPESTATUS[0]}
   set -e
   case "$code" in
@@ -90,4 +95,7 @@ done
 [[ -z "$thermal_pid" ]] || kill "$thermal_pid" 2>/dev/null || true
 printf '%s\n' "$code" >"$(tk_exit_file "$output_dir")"
 rm -f "$(tk_lock_file "$output_dir")"
+tk_section "$tag" "supervisor exited $code" | tee -a "$log" || true
+# A person attaching to the pane can still read the end ($TRAINKIT_TMUX_LINGER seconds, default 0).
+sleep "${TRAINKIT_TMUX_LINGER:-0}"
 exit "$code"

@@ -99,16 +99,23 @@ while IFS= read -r -d '' arg; do env_args+=("$arg"); done < <(tk_forwarded_env)
 supervisor=("$root/scripts/supervise.sh" --platform "$platform" --config "$config" --output-dir "$output_dir"
   --log "$log" --session "$session" -- "$@")
 tk_tmux new-session -d -s "$session" -x 220 -y 50 "${env_args[@]}" -e NO_COLOR=1 -c "$root" \
-  "$(printf '%q ' "${supervisor[@]}"); status=\$?; echo \"[$tag] supervisor exited \$status\"; sleep ${TRAINKIT_TMUX_LINGER:-0}"
+  "exec $(printf '%q ' "${supervisor[@]}")"
 tk_section "$tag" "launched in tmux session $session; log: $log"
 tk_section "$tag" "reconnect: tmux attach -t $session   |   follow: tail -f $log"
+
+# report_to as train.py will see it: the last --report_to among TRAIN_ARGS, else the config's.
+report_to="$(tk_config_value "$config" report_to)"
+train_args=("$@")
+for ((i = 0; i + 1 < ${#train_args[@]}; i++)); do
+  [[ "${train_args[i]}" != --report_to ]] || report_to="${train_args[i + 1]}"
+done
 
 wandb_line() {
   local url
   url="$(sed -n 's/^  "wandb_url": "\(.*\)",$/\1/p' "$output_dir/status.json" 2>/dev/null || true)"
   if [[ -n "$url" ]]; then
     tk_section "$tag" "W&B: $url"
-  elif grep -q '"wandb"' <<<"$(tk_config_value "$config" report_to)"; then
+  elif grep -qw wandb <<<"$report_to"; then
     tk_section "$tag" "W&B: offline run in $output_dir/wandb (wandb sync it later)"
   fi
 }

@@ -98,3 +98,22 @@ def test_tk_die_prints_the_error_and_exits_with_its_code():
     assert proc.returncode == 3
     assert proc.stdout == "❌ ERROR: bad\n  ↳ lower lr\n"
     assert not re.search(r"\x1b", proc.stdout)
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_writer(tmp_path):
+    code = (
+        "import time\n"
+        "from trainkit import protocol\n"
+        "protocol.section('TRAINING-CPU', 'step 1/3')\n"
+        "time.sleep(0.5)\n"
+        "for step in (2, 3):\n"
+        "    protocol.section('TRAINING-CPU', f'step {step}/3')\n"
+        "protocol.success('training complete')\n"
+        "open('done', 'w').write('yes')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                            env={**base_env(), "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline() == b"[TRAINING-CPU] step 1/3\n"
+    proc.stdout.close()  # the tee or terminal that read it is gone
+    assert proc.wait(timeout=30) == 0
+    assert (tmp_path / "done").read_text() == "yes"

@@ -49,8 +49,13 @@ def _emit(text: str, colour: str | None = None, hint: str | None = None) -> None
     lines = [text]
     if hint:
         lines.append(HINT_PREFIX + hint)
-    out.write("\n".join(lines) + "\n")
-    out.flush()
+    try:
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # Whoever read our stdout is gone (a closed terminal, a killed tee): the run itself
+        # must go on, and status.json / events.jsonl still tell its story.
+        sys.stdout = open(os.devnull, "w")
 
 
 def section(tag: str, message: str = "") -> None:

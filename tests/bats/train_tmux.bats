@@ -126,3 +126,16 @@ launch() {
   run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (4|8)\. Resuming training\.$' logs/latest.log
   assert_file_exists "$OUT/final/adapter_model.safetensors"
 }
+
+@test "Ctrl-C typed into the tmux pane saves a checkpoint and the supervisor stops with 75" {
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
+  wait_for_step 3
+  tmux -L "$TRAINKIT_TMUX_SOCKET" send-keys -t "$SESSION" C-c
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(cat "$OUT/.trainkit.exit")" 75
+  run -0 grep -E "^❌ ERROR: interrupted by SIGINT: checkpoint saved at step [0-9]+$" logs/latest.log
+  run -1 grep -E "BrokenPipeError|Traceback" logs/latest.log
+  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
+  assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
+  run -0 grep -F "[TRAINING-CPU] supervisor exited 75" logs/latest.log
+}
