@@ -31,6 +31,7 @@ teardown() {
   assert_line "✅ SUCCESS: cpu setup complete"
   assert_line --partial "[TRAINING-CPU] launched in tmux session demo-bats; log: $COPY/logs/training_cpu_"
   assert_line --regexp '^✅ SUCCESS: training (running in tmux session demo-bats|completed during the watch)'
+  assert_line "[TRAINING-CPU] W&B: offline run in $COPY/outputs/smoke/wandb (wandb sync it later)"
   assert_line "[STATUS] state: completed"
   assert_line "[STATUS] step: 20/20 (100.0%)"
   assert_equal "${lines[-1]}" "✅ SUCCESS: training completed: step 20/20: adapter saved to $COPY/outputs/smoke/final"
