@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainkit import protocol
+from trainkit.report import CheckerArgumentParser
 
 # ChatML-style turns. {% generation %} marks what the assistant says, so TRL's
 # assistant_only_loss works with this template too. transformers renders with
@@ -124,7 +125,7 @@ def build_model(tokenizer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CheckerArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "tiny-chat")
     parser.add_argument("--data", type=Path, nargs="+", default=sorted((ROOT / "data" / "sample").glob("*.jsonl")))
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")

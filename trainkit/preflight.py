@@ -106,7 +106,7 @@ def build_meta_model(source: ModelSource, report: Report):
         report.warning(
             f"no config.json for {source.name} offline (not a local dir, not in the HF cache, "
             f"not in configs/architectures/): architecture, target-module and memory checks skipped",
-            f"download it once (huggingface-cli download {source.name} config.json) or add "
+            f"download it once (hf download {source.name} config.json) or add "
             f"configs/architectures/{source.name.replace('/', '--')}/config.json",
         )
         return None

@@ -66,7 +66,7 @@ def check_free_space(path: str | os.PathLike, report: Report, min_gb: float = DE
     recommended_gb = max(recommended_gb, min_gb)
     if free < min_gb:
         report.error(f"only {text}; training needs at least {min_gb:g} GB",
-                     "free space (old runs in outputs/, `hf cache delete` for unused models), "
+                     "free space (old runs in outputs/, `hf cache rm model/<id>` for unused models), "
                      "or point --path and output_dir at a bigger disk")
     elif free < recommended_gb:
         report.warning(f"{text}: enough for one run, below the recommended {recommended_gb:g} GB",
