@@ -44,7 +44,7 @@ test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when mi
 
 lint: $(VENV_STAMP) ## ruff and shellcheck
 	$(VENV)/bin/ruff check .
-	shellcheck -x scripts/*.sh scripts/lib/*.sh tests/bats/*.bash .ci/run
+	shellcheck -x scripts/*.sh scripts/lib/*.sh tests/bats/*.bash tests/bats/stubs/* .ci/run
 
 pytest: setup
 	$(VENV)/bin/pytest -q tests

@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # scripts/setup.sh --platform cpu: what `make demo` runs first. One test runs the real checkers
 # with the real .venv-local/ Python on the tiny model; the others use a stub Python
-# ($TRAINKIT_PYTHON and $PYTHON) that answers the venv/pip calls, the tiny-model build and the checkers.
+# (tests/bats/stubs/python-stub as $TRAINKIT_PYTHON and $PYTHON) that answers the venv/pip calls, the
+# tiny-model build and the checkers.
 # Each test works in a copy of the repo, so the checkout's venv and model are never touched.
 
 bats_require_minimum_version 1.5.0
@@ -10,36 +11,11 @@ setup() {
   load test_helper
   export REPO="$BATS_TEST_TMPDIR/repo" STUB_BIN="$BATS_TEST_TMPDIR/bin"
   export STUB_LOG="$BATS_TEST_TMPDIR/calls.log" REAL_PYTHON="$REPO_ROOT/.venv-local/bin/python"
-  mkdir -p "$REPO/data" "$REPO/models" "$STUB_BIN" "$BATS_TEST_TMPDIR/home"
-  cp -Rp "$REPO_ROOT/scripts" "$REPO_ROOT/requirements-local.txt" "$REPO_ROOT/requirements-dev.txt" "$REPO/"
-  ln -s "$REPO_ROOT/configs" "$REPO/configs"
-  ln -s "$REPO_ROOT/trainkit" "$REPO/trainkit"
-  ln -s "$REPO_ROOT/data/sample" "$REPO/data/sample"
-  write_stubs
+  mkdir -p "$BATS_TEST_TMPDIR/home"
+  setup_repo_copy "$REPO" "$STUB_BIN"
   export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" NO_COLOR=1
   export TRAINKIT_PYTHON="$STUB_BIN/python-stub" PYTHON="$STUB_BIN/python-stub"
   unset WANDB_API_KEY TRAINKIT_MIN_DISK_GB STUB_FAIL
-}
-
-write_stubs() {
-  cat >"$STUB_BIN/python-stub" <<'EOF'
-#!/usr/bin/env bash
-echo "python $*" >>"$STUB_LOG"
-case "$1" in
-  -c) if [[ "$2" == *version_info* ]]; then echo 3.11.7; fi ;;
-  -m) if [[ "$2" == venv ]]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi ;;
-  scripts/make_tiny_model.py) mkdir -p models/tiny-chat && touch models/tiny-chat/config.json ;;
-  scripts/*.py)
-    name="${1#scripts/}"
-    if [[ " ${STUB_FAIL:-} " == *" $name "* ]]; then
-      printf '❌ ERROR: %s found a problem (stub)\n  ↳ fix it\n' "$name"
-      exit 1
-    fi
-    printf '✅ SUCCESS: %s passed (stub)\n' "$name" ;;
-  *) exec "$REAL_PYTHON" "$@" ;;
-esac
-EOF
-  chmod +x "$STUB_BIN/python-stub"
 }
 
 @test "with the venv and tiny model built, the real checkers pass on the smoke config and the build steps are skipped" {

@@ -11,12 +11,8 @@ setup() {
   export REPO="$BATS_TEST_TMPDIR/repo" STUB_BIN="$BATS_TEST_TMPDIR/bin" STUB_STATE="$BATS_TEST_TMPDIR/state"
   export STUB_LOG="$BATS_TEST_TMPDIR/calls.log" STUB_CONDA_BASE="$BATS_TEST_TMPDIR/conda"
   export REAL_PYTHON="$REPO_ROOT/.venv-local/bin/python"
-  mkdir -p "$REPO/data" "$STUB_BIN" "$STUB_STATE" "$STUB_CONDA_BASE/envs" "$BATS_TEST_TMPDIR/home"
-  cp -Rp "$REPO_ROOT/scripts" "$REPO_ROOT/environment-remote.yml" "$REPO_ROOT/requirements-local.txt" \
-    "$REPO_ROOT/requirements-dev.txt" "$REPO/"
-  ln -s "$REPO_ROOT/configs" "$REPO/configs"
-  ln -s "$REPO_ROOT/trainkit" "$REPO/trainkit"
-  ln -s "$REPO_ROOT/data/sample" "$REPO/data/sample"
+  mkdir -p "$STUB_STATE" "$STUB_CONDA_BASE/envs" "$BATS_TEST_TMPDIR/home"
+  setup_repo_copy "$REPO" "$STUB_BIN"
   write_stubs
   export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" TRAINKIT_PYTHON="$STUB_BIN/python-stub"
   export RUNPOD_POD_ID=pod-test NO_COLOR=1
@@ -47,35 +43,6 @@ case "$1 $2" in
   "env create") echo "Collecting package metadata"; mkdir -p "$STUB_CONDA_BASE/envs/$name/bin" ;;
   "env update") echo "Collecting package metadata" ;;
   "env remove") rm -rf "${STUB_CONDA_BASE:?}/envs/$name" ;;
-esac
-EOF
-  cat >"$STUB_BIN/python-stub" <<'EOF'
-#!/usr/bin/env bash
-echo "python $*" >>"$STUB_LOG"
-case "$1" in
-  -c)
-    case "$2" in
-      *version_info*) echo "${STUB_PY_VERSION:-3.11.7}" ;;
-      *flash_attn*) [[ -e "$STUB_STATE/flash_attn" ]] || { echo "ModuleNotFoundError: No module named 'flash_attn'" >&2; exit 1; } ;;
-    esac ;;
-  -m)
-    case "$2" in
-      venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
-      pip)
-        if [[ "$*" == *flash-attn* ]]; then
-          [[ -z "${STUB_FLASH_ATTN_FAILS:-}" ]] || { echo "error: subprocess-exited-with-error: nvcc failed"; exit 1; }
-          touch "$STUB_STATE/flash_attn"
-        fi ;;
-    esac ;;
-  scripts/*.py)
-    name="${1#scripts/}"
-    [[ " ${STUB_REAL:-} " == *" $name "* ]] && exec "$REAL_PYTHON" "$@"
-    if [[ " ${STUB_FAIL:-} " == *" $name "* ]]; then
-      printf '❌ ERROR: %s found a problem (stub)\n  ↳ fix it\n' "$name"
-      exit 1
-    fi
-    printf '✅ SUCCESS: %s passed (stub)\n' "$name" ;;
-  *) exec "$REAL_PYTHON" "$@" ;;
 esac
 EOF
   chmod +x "$STUB_BIN"/*

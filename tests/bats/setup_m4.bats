@@ -10,12 +10,8 @@ setup() {
   load test_helper
   export REPO="$BATS_TEST_TMPDIR/repo" STUB_BIN="$BATS_TEST_TMPDIR/bin" STUB_STATE="$BATS_TEST_TMPDIR/state"
   export STUB_LOG="$BATS_TEST_TMPDIR/calls.log" REAL_PYTHON="$REPO_ROOT/.venv-local/bin/python"
-  mkdir -p "$REPO/data" "$STUB_BIN" "$STUB_STATE" "$BATS_TEST_TMPDIR/home"
-  cp -Rp "$REPO_ROOT/scripts" "$REPO_ROOT/environment-remote.yml" "$REPO_ROOT/requirements-local.txt" \
-    "$REPO_ROOT/requirements-dev.txt" "$REPO/"
-  ln -s "$REPO_ROOT/configs" "$REPO/configs"
-  ln -s "$REPO_ROOT/trainkit" "$REPO/trainkit"
-  ln -s "$REPO_ROOT/data/sample" "$REPO/data/sample"
+  mkdir -p "$STUB_STATE" "$BATS_TEST_TMPDIR/home"
+  setup_repo_copy "$REPO" "$STUB_BIN"
   write_stubs
   mkdir -p "$REPO/.venv-local/bin"
   cp "$STUB_BIN/python-stub" "$REPO/.venv-local/bin/python"
@@ -48,30 +44,6 @@ EOF
   cat >"$STUB_BIN/sysctl" <<'EOF'
 #!/usr/bin/env bash
 [[ "$*" == "-n hw.memsize" ]] && echo "$STUB_MEMSIZE"
-EOF
-  cat >"$STUB_BIN/python-stub" <<'EOF'
-#!/usr/bin/env bash
-echo "python $*" >>"$STUB_LOG"
-case "$1" in
-  -c)
-    case "$2" in
-      *version_info*) echo "${STUB_PY_VERSION:-3.11.7}" ;;
-    esac ;;
-  -m)
-    case "$2" in
-      venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;
-      pip) : ;;
-    esac ;;
-  scripts/*.py)
-    name="${1#scripts/}"
-    [[ " ${STUB_REAL:-} " == *" $name "* ]] && exec "$REAL_PYTHON" "$@"
-    if [[ " ${STUB_FAIL:-} " == *" $name "* ]]; then
-      printf '❌ ERROR: %s found a problem (stub)\n  ↳ fix it\n' "$name"
-      exit 1
-    fi
-    printf '✅ SUCCESS: %s passed (stub; PYTORCH_ENABLE_MPS_FALLBACK=%s)\n' "$name" "${PYTORCH_ENABLE_MPS_FALLBACK:-}" ;;
-  *) exec "$REAL_PYTHON" "$@" ;;
-esac
 EOF
   chmod +x "$STUB_BIN"/*
 }
