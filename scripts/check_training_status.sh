@@ -142,8 +142,14 @@ st_json="" st_problem="" st_found=0 st_stale=0 st_trainer_alive=0 st_age="" st_g
 st_steps="" st_progress="" st_loss="" st_tps="" st_eta="" st_elapsed="" st_updated="" st_pid="" st_resume_count=""
 st_wandb_url="" st_exit_code="" st_message="" st_last_checkpoint="" st_wandb="" st_wandb_path=""
 python="$(tk_python cpu)"
+# The supervisor's last verdict was "input error" and came after status.json was last written.
+refused=0
+if ((!supervisor_alive)) && [[ "$supervisor_exit" == "$TK_EXIT_ERROR" ]] &&
+  { [[ ! -f "$output_dir/status.json" ]] || [[ "$(tk_exit_file "$output_dir")" -nt "$output_dir/status.json" ]]; }; then
+  refused=1
+fi
 reading="$(tk_status_read "$python" "$output_dir/status.json" "${TRAINKIT_STALE_SECONDS:-300}" \
-  "$supervisor_alive" "$tmux_alive" "$checkpoint" "$log" "$gpu_csv" "$wandb_json")" ||
+  "$supervisor_alive" "$tmux_alive" "$checkpoint" "$log" "$gpu_csv" "$wandb_json" "$refused")" ||
   tk_die "$TK_EXIT_ERROR" "could not read $output_dir/status.json with $python" "check that $python runs"
 eval "$reading"
 

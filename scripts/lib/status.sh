@@ -168,13 +168,13 @@ PY
   return "$code"
 }
 
-# tk_status_read PY STATUS_FILE STALE_S SUP_ALIVE TMUX_ALIVE CKPT LOG GPU_CSV WANDB_JSON — print st_* assignments to eval (st_json: merged JSON).
+# tk_status_read PY STATUS_FILE STALE_S SUP_ALIVE TMUX_ALIVE CKPT LOG GPU_CSV WANDB_JSON REFUSED — print st_* assignments to eval (st_json: merged JSON).
 tk_status_read() {
   "$1" - "${@:2}" <<'PY'
 import json, os, shlex, sys, time
 from datetime import datetime
 
-status_path, stale_after, sup_alive, tmux_alive, ckpt, log, gpu_csv, wandb_json = sys.argv[1:9]
+status_path, stale_after, sup_alive, tmux_alive, ckpt, log, gpu_csv, wandb_json, refused = sys.argv[1:10]
 out = {}
 
 
@@ -223,6 +223,12 @@ for index, line in enumerate(l for l in gpu_csv.splitlines() if l.strip()):
     devices.append({"index": index, "utilization_percent": util, "memory_used_mib": used, "memory_total_mib": total})
 if devices:
     gpu = {**{k: v for k, v in devices[0].items() if k != "index"}, "count": len(devices), "devices": devices}
+
+if refused == "1" and not problem:
+    # train.py leaves status.json alone when it refuses to start (exit 1, nothing written):
+    # the supervisor's newer exit file is the only record, and the old state is no longer true.
+    status = {**(status or {"output_dir": os.path.dirname(status_path), "step": 0, "max_steps": None}),
+              "state": "failed", "exit_code": 1, "message": "train.py refused to start the run (exit 1)"}
 
 age = None
 stale = False

@@ -465,3 +465,25 @@ print("ok")' "$output"
   assert_line "⚠️ WARNING: gave up waiting after 1s: the run has no verdict yet"
   assert_equal "${lines[-1]}" "✅ SUCCESS: training running (step 12/20)"
 }
+
+@test "a launch train.py refused (supervisor exit 1 after the last status.json) is a failure before start, not the old state" {
+  write_status state='"completed"' step=20 exit_code=0
+  touch -t 200001010000 "$RUN_DIR/status.json"
+  printf '1\n' >"$RUN_DIR/.trainkit.exit"
+  run -1 "$CHECK" --output-dir "$RUN_DIR"
+  assert_line "[STATUS] state: failed"
+  assert_equal "${lines[-2]}" "❌ ERROR: training failed before it started: train.py refused to start the run (exit 1)"
+  run -1 "$CHECK" --output-dir "$RUN_DIR" --json
+  [[ "$output" == *'"state": "failed"'* && "$output" == *'"exit_code": 1'* ]]
+  rm "$RUN_DIR/status.json"
+  run -1 "$CHECK" --output-dir "$RUN_DIR"
+  assert_equal "${lines[-2]}" "❌ ERROR: training failed before it started: train.py refused to start the run (exit 1)"
+}
+
+@test "an exit file older than status.json does not hide the state of the run after it" {
+  printf '1\n' >"$RUN_DIR/.trainkit.exit"
+  touch -t 200001010000 "$RUN_DIR/.trainkit.exit"
+  write_status state='"completed"' step=20 exit_code=0
+  run -0 "$CHECK" --output-dir "$RUN_DIR"
+  assert_line "[STATUS] state: completed"
+}
