@@ -51,6 +51,8 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/lock.sh"
 # shellcheck source=lib/tmux.sh
 source "$(dirname "$0")/lib/tmux.sh"
+# shellcheck source=lib/platform.sh
+source "$(dirname "$0")/lib/platform.sh"
 # shellcheck source=lib/status.sh
 source "$(dirname "$0")/lib/status.sh"
 tk_maybe_help "$0" "$@"
@@ -126,7 +128,7 @@ supervisor_exit=""
 
 wandb_json=""
 if ((wandb)); then
-  if ! tk_wandb_key_present; then
+  if ! tk_wandb_key_present >/dev/null; then
     tk_warning "--wandb: no W&B API key (WANDB_API_KEY or ~/.netrc): not querying the W&B API" \
       "export WANDB_API_KEY=... or run \`wandb login\`"
   else

@@ -29,6 +29,8 @@ source "$(dirname "$0")/lib/lock.sh"
 source "$(dirname "$0")/lib/tmux.sh"
 # shellcheck source=lib/platform_watch.sh
 source "$(dirname "$0")/lib/platform_watch.sh"
+# shellcheck source=lib/status.sh
+source "$(dirname "$0")/lib/status.sh"
 tk_maybe_help "$0" "$@"
 
 platform="" config="" output_dir="" session="${TRAINKIT_SESSION:-weatherman-training}"
@@ -112,16 +114,12 @@ done
 
 wandb_line() {
   local url
-  url="$(sed -n 's/^  "wandb_url": "\(.*\)",$/\1/p' "$output_dir/status.json" 2>/dev/null || true)"
+  url="$(tk_status_field "$output_dir" wandb_url)"
   if [[ -n "$url" ]]; then
     tk_section "$tag" "W&B: $url"
   elif grep -qw wandb <<<"$report_to"; then
     tk_section "$tag" "W&B: offline run in $output_dir/wandb (wandb sync it later)"
   fi
-}
-
-status_step() {
-  sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$output_dir/status.json" 2>/dev/null || true
 }
 
 if ((!wait_for_steps)); then
@@ -152,9 +150,9 @@ while true; do
       *) tk_die "$code" "training crashed (exit $code) and the supervisor gave up" "read $log" ;;
     esac
   fi
-  step="$(status_step)"
+  step="$(tk_status_field "$output_dir" step)"
   if [[ -n "$step" ]] && ((step >= watch_steps)); then
-    eta="$(sed -n 's/^  "eta_seconds": \([0-9.]*\),$/\1/p' "$output_dir/status.json" 2>/dev/null || true)"
+    eta="$(tk_status_field "$output_dir" eta_seconds)"
     if [[ -n "$eta" ]]; then
       tk_section "$tag" "estimated time to finish: $(printf '%d:%02d:%02d' $((${eta%.*} / 3600)) $((${eta%.*} % 3600 / 60)) $((${eta%.*} % 60))) (from the measured throughput so far)"
     fi

@@ -82,7 +82,7 @@ tk_python_version() {
 tk_wandb_key_present() {
   if [[ -n "${WANDB_API_KEY:-}" ]]; then
     printf 'WANDB_API_KEY\n'
-  elif [[ -f "$HOME/.netrc" ]] && grep -q 'api\.wandb\.ai' "$HOME/.netrc" 2>/dev/null; then
+  elif grep -qs 'api\.wandb\.ai' "${HOME:-/nonexistent}/.netrc"; then
     printf '%s\n' "$HOME/.netrc"
   else
     return 1

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # What scripts/check_training_status.sh reads about a run: its output dir, log, checkpoints,
 # GPU, and status.json merged with those facts (one Python start, stdlib only: fast).
-# Needs lib/common.sh (tk_repo_root, tk_python) and lib/lock.sh (tk_lock_get, tk_lock_alive).
+# Needs lib/common.sh (tk_repo_root, tk_python), lib/lock.sh (tk_lock_get, tk_lock_alive)
+# and lib/protocol.sh (tk_section).
 
 # tk_abs_path PATH [BASE] — print PATH made absolute against BASE (default: the current directory).
 tk_abs_path() {
@@ -52,9 +53,10 @@ tk_status_log() {
   done < <(ls -t "$root"/logs/*.log 2>/dev/null)
 }
 
-# tk_status_field OUTPUT_DIR KEY — print top-level KEY (a number, or a string without commas) of OUTPUT_DIR/status.json, or nothing.
+# tk_status_field OUTPUT_DIR KEY — print top-level KEY (a number, or a string without commas) of OUTPUT_DIR/status.json; nothing when absent or null.
 tk_status_field() {
-  sed -n "s/^  \"$2\": \"\{0,1\}\([^\",]*\).*/\1/p" "$1/status.json" 2>/dev/null | head -n 1
+  [[ -f "$1/status.json" ]] || return 0
+  sed -n -e "/^  \"$2\": null,\{0,1\}\$/q" -e "/^  \"$2\": /{s/^  \"$2\": \"\{0,1\}\([^\",]*\).*/\1/p;q;}" "$1/status.json"
 }
 
 # tk_status_undecided OUTPUT_DIR — succeed while the run can still change: its supervisor lives, or status.json says starting/running and its trainer pid lives.
@@ -109,11 +111,6 @@ tk_gpu_csv() {
   else
     "${query[@]}" 2>/dev/null
   fi
-}
-
-# tk_wandb_key_present — succeed when WANDB_API_KEY is set or ~/.netrc has an api.wandb.ai entry.
-tk_wandb_key_present() {
-  [[ -n "${WANDB_API_KEY:-}" ]] || grep -qs 'api\.wandb\.ai' "${HOME:-/nonexistent}/.netrc"
 }
 
 # tk_wandb_summary PYTHON OUTPUT_DIR — print {"path","state","url","summary"} of the run's W&B run as JSON; on failure print why and fail.
