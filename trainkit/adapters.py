@@ -111,10 +111,9 @@ def resolve_base(name: str | None, adapter: Adapter) -> str:
         return str(path)
     if not path.is_absolute() and (ROOT / path).exists():
         return str(ROOT / path)
-    parts = path.parts
-    looks_local = name.startswith(("/", ".", "~")) or len(parts) > 2 or (
-        len(parts) == 2 and (Path(parts[0]).is_dir() or (ROOT / parts[0]).is_dir()))
-    if looks_local:
+    from trainkit.config import looks_local
+
+    if looks_local(name, ROOT):
         hint = _base_hint(adapter)
         if "tiny-chat" in name:
             hint = "build the tiny local model with `make setup`, or " + hint
@@ -214,6 +213,7 @@ def quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # Not trainkit.run.quiet_progress_bars: that one also imports datasets (a second of start-up) for train.py.
     if sys.stderr.isatty():
         return
     import huggingface_hub

@@ -82,19 +82,25 @@ class TrainkitCallback(TrainerCallback):
             control.should_save = True
         return control
 
+    def seconds_per_step(self, state, now: float) -> float | None:
+        """Measured since this start (a resume's first steps count, the run before it does not)."""
+        done = state.global_step - self.first_step
+        return (now - self.t0) / done if done > 0 and self.t0 is not None else None
+
     def print_estimate(self, state) -> None:
         """One line a person can plan by: throughput measured on this machine, not a guess from the config."""
-        done = state.global_step - self.first_step
-        per_step = (time.time() - self.t0) / done
-        remaining = per_step * max(state.max_steps - state.global_step, 0)
-        finish = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + remaining))
+        now = time.time()
+        per_step = self.seconds_per_step(state, now)
+        left = max(state.max_steps - state.global_step, 0)
+        remaining = per_step * left
+        finish = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + remaining))
         self.status.event("estimate", step=state.global_step, seconds_per_step=round(per_step, 3),
                           remaining_seconds=round(remaining, 1))
         if self.verbose:
             protocol.section(
                 self.tag,
-                f"time estimate after {done} steps: {per_step:.2f} s/step, {format_duration(remaining)} to go "
-                f"for the remaining {max(state.max_steps - state.global_step, 0)} steps (done around {finish})",
+                f"time estimate after {state.global_step - self.first_step} steps: {per_step:.2f} s/step, "
+                f"{format_duration(remaining)} to go for the remaining {left} steps (done around {finish})",
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -102,9 +108,9 @@ class TrainkitCallback(TrainerCallback):
         if "loss" not in logs:
             return
         now = time.time()
-        done = state.global_step - self.first_step
         elapsed = now - (self.t0 or now)
-        eta = (state.max_steps - state.global_step) * elapsed / done if done > 0 else None
+        per_step = self.seconds_per_step(state, now)
+        eta = (state.max_steps - state.global_step) * per_step if per_step is not None else None
         tokens_per_second = None
         if "num_tokens" in logs:
             if self.last_tokens is not None and now > self.last_tokens[1]:

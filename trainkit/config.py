@@ -207,14 +207,21 @@ def parse(argv: list[str] | None = None) -> Config:
     return Config(trainkit_args, sft, model, device, platform)
 
 
+def looks_local(name: str, *roots: Path) -> bool:
+    """Whether a model name is clearly a path rather than a hub id (org/name): it starts like a
+    path, has more than two parts, or its first part is a directory here or under one of `roots`."""
+    parts = Path(name).parts
+    if name.startswith(("/", ".", "~")) or len(parts) > 2:
+        return True
+    return len(parts) == 2 and any((root / parts[0]).is_dir() for root in (Path(), *roots))
+
+
 def check_model_path(name: str) -> None:
     """A path that is clearly local must exist; anything else is left to the hub cache."""
     path = Path(name).expanduser()
     if path.exists():
         return
-    parts = Path(name).parts
-    looks_local = name.startswith(("/", ".", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
-    if looks_local:
+    if looks_local(name):
         raise ConfigError(
             f"model not found: {name}",
             "build the tiny local model with `make setup`, or set model_name_or_path to a model directory or hub id",
