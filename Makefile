@@ -35,7 +35,7 @@ setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny mod
 DEMO_SESSION ?= trainkit-demo
 demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
 	scripts/setup.sh --platform cpu --yes
-	@if [ -e outputs/smoke/.trainkit.lock ]; then :; else rm -rf outputs/smoke; fi
+	@test -e outputs/smoke/.trainkit.lock || rm -rf outputs/smoke
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
 

@@ -8,17 +8,14 @@ bats_require_minimum_version 1.5.0
 
 setup() {
   load test_helper
-  export TRAINKIT_TMUX_SOCKET="trainkit-agent-$$-${BATS_TEST_NUMBER}"
-  export TRAINKIT_BACKOFF_SECONDS=0 TRAINKIT_WATCH_INTERVAL=0.5
-  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
-  unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR
+  use_private_training_env agent
   PY="$REPO_ROOT/.venv-local/bin/python"
   OUT="$BATS_TEST_TMPDIR/run"
   cd "$REPO_ROOT"
 }
 
 teardown() {
-  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+  kill_private_tmux
 }
 
 # agent_run CMD... — run CMD as an agent sees it: sets $code and $verdict (the last tagged line)

@@ -10,9 +10,7 @@ setup() {
   load test_helper
   [[ -x "$REPO_ROOT/.venv-local/bin/python" ]] || skip "needs make setup"
   command -v git >/dev/null || skip "needs git to list the repo's files"
-  export TRAINKIT_TMUX_SOCKET="trainkit-demo-$$-${BATS_TEST_NUMBER}"
-  export HF_HUB_OFFLINE=1 WANDB_MODE=offline TRAINKIT_WATCH_INTERVAL=0.5
-  unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR
+  use_private_training_env demo
   COPY="$BATS_TEST_TMPDIR/repo"
   mkdir -p "$COPY"
   (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
@@ -22,7 +20,7 @@ setup() {
 }
 
 teardown() {
-  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+  kill_private_tmux
 }
 
 @test "make demo in a fresh copy runs setup, the tmux launch, training and ends on a completed status" {

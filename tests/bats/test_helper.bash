@@ -20,3 +20,18 @@ setup_repo_copy() {
   ln -s "$REPO_ROOT/data/sample" "$repo/data/sample"
   cp "$REPO_ROOT/tests/bats/stubs/python-stub" "$stub_bin/python-stub"
 }
+
+# use_private_training_env NAME — for tests that really train: a private tmux server
+# (trainkit-NAME-PID-TEST), offline, no restart backoff, and no fault injection or NO_COLOR
+# inherited from the caller.
+use_private_training_env() {
+  export TRAINKIT_TMUX_SOCKET="trainkit-$1-$$-${BATS_TEST_NUMBER}"
+  export TRAINKIT_BACKOFF_SECONDS=0 TRAINKIT_WATCH_INTERVAL=0.5
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+  unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR
+}
+
+# kill_private_tmux — stop the private tmux server and whatever still runs in it.
+kill_private_tmux() {
+  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+}

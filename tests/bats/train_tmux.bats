@@ -5,17 +5,14 @@ bats_require_minimum_version 1.5.0
 
 setup() {
   load test_helper
-  export TRAINKIT_TMUX_SOCKET="trainkit-bats-$$-${BATS_TEST_NUMBER}"
-  export TRAINKIT_BACKOFF_SECONDS=0 TRAINKIT_WATCH_INTERVAL=0.5
-  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
-  unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE
+  use_private_training_env bats
   OUT="$BATS_TEST_TMPDIR/run"
   SESSION="bats-train-${BATS_TEST_NUMBER}"
   cd "$REPO_ROOT"
 }
 
 teardown() {
-  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+  kill_private_tmux
 }
 
 # wait_for_file PATH [SECONDS] — poll until PATH exists.
@@ -39,6 +36,16 @@ wait_for_step() {
   done
   echo "timed out waiting for step $1" >&2
   return 1
+}
+
+# assert_stopped_with_checkpoint SIGNAL — the supervisor ended with 75 after train.py saved a checkpoint on SIGNAL.
+assert_stopped_with_checkpoint() {
+  local step
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(cat "$OUT/.trainkit.exit")" 75
+  run -0 grep -E "^❌ ERROR: interrupted by $1: checkpoint saved at step [0-9]+$" logs/latest.log
+  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
+  assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
 }
 
 launch() {
@@ -96,11 +103,7 @@ launch() {
   TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
   wait_for_step 3
   pkill -TERM -f "train.py --config configs/smoke.yaml --output_dir $OUT"
-  wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 75
-  run -0 grep -E "^❌ ERROR: interrupted by SIGTERM: checkpoint saved at step [0-9]+$" logs/latest.log
-  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
-  assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
+  assert_stopped_with_checkpoint SIGTERM
 }
 
 @test "train.sh --help prints its Usage header" {
@@ -131,11 +134,7 @@ launch() {
   TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
   wait_for_step 3
   tmux -L "$TRAINKIT_TMUX_SOCKET" send-keys -t "$SESSION" C-c
-  wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 75
-  run -0 grep -E "^❌ ERROR: interrupted by SIGINT: checkpoint saved at step [0-9]+$" logs/latest.log
+  assert_stopped_with_checkpoint SIGINT
   run -1 grep -E "BrokenPipeError|Traceback" logs/latest.log
-  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
-  assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
   run -0 grep -F "[TRAINING-CPU] supervisor exited 75" logs/latest.log
 }
