@@ -10,10 +10,11 @@ import time
 import pytest
 import yaml
 
-from conftest import PYTHON, ROOT, SMOKE, Run, base_env, check_log
-from trainkit import config
-from trainkit.credentials import is_secret_name, refuse_secret_flags
+from conftest import PYTHON, ROOT, SMOKE, Run, base_env, check_log, read_json
+from trainkit import config, protocol
+from trainkit.credentials import is_secret_name, redact, refuse_secret_flags
 from trainkit.errors import ConfigError
+from trainkit.status import EVENTS_FILE, STATUS_FILE, RunStatus
 
 FAKE_HUB_TOKEN = "hf_fakeHubTokenFromConfig8c7d6e"
 FAKE_WANDB_KEY = "fake-wandb-key-0123456789abcdef"
@@ -30,6 +31,24 @@ def test_credential_names_are_secret(name):
                                   "TOKENIZERS_PARALLELISM", "MONKEY", "pad_token", "eos_token", "model_name_or_path"])
 def test_ordinary_names_and_text_tokens_are_not_secret(name):
     assert not is_secret_name(name)
+
+
+def test_redact_names_the_variable_instead_of_its_value_and_leaves_short_and_ordinary_values():
+    environ = {"HF_TOKEN": "hf_abcdefgh12345678", "X_SECRET": "short", "HF_HOME": "/home/me/.cache/hf"}
+    text = "401 for https://hub/x?token=hf_abcdefgh12345678 (short) in /home/me/.cache/hf"
+    assert redact(text, environ) == "401 for https://hub/x?token=<HF_TOKEN> (short) in /home/me/.cache/hf"
+
+
+def test_tagged_lines_status_and_events_never_carry_a_secret_value(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "fake-service-token-0a1b2c")
+    leak = "request to https://svc/?t=fake-service-token-0a1b2c failed"
+    protocol.error(leak, "hint with fake-service-token-0a1b2c")
+    status = RunStatus(tmp_path)
+    status.update(state="failed", message=leak)
+    status.event("error", message=leak, details=[leak])
+    written = capsys.readouterr().out + (tmp_path / STATUS_FILE).read_text() + (tmp_path / EVENTS_FILE).read_text()
+    assert "fake-service-token-0a1b2c" not in written
+    assert read_json(tmp_path / STATUS_FILE)["message"] == "request to https://svc/?t=<MY_SERVICE_TOKEN> failed"
 
 
 @pytest.mark.parametrize("argv", [["--hub_token", FAKE_HUB_TOKEN], [f"--hub_token={FAKE_HUB_TOKEN}"]])
