@@ -86,6 +86,8 @@ refute_secrets_anywhere() {
   refute_secrets_anywhere
   run -0 scripts/check_training_status.sh --output-dir "$OUT" --session "$SESSION" --json
   refute_secrets_in <(printf '%s\n' "$output")
+  run -0 scripts/check_training_status.sh --output-dir "$OUT" --session "$SESSION"
+  refute_secrets_in <(printf '%s\n' "$output")
   # Run outputs keep the user's umask; only the forwarded environment was private.
   run -0 find "$OUT/status.json" "$OUT/final/trainer_state.json" "$OUT/checkpoint-4/training_args.bin" -perm -044
   assert_equal "${#lines[@]}" 3
