@@ -21,7 +21,14 @@ source "$(dirname "$0")/lib/usage.sh"
 source "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/lock.sh
 source "$(dirname "$0")/lib/lock.sh"
+# shellcheck source=lib/tmux.sh
+source "$(dirname "$0")/lib/tmux.sh"
 tk_maybe_help "$0" "$@"
+# The environment train.sh forwards arrives in a file, never on a command line (see tk_forwarded_env).
+if [[ -n "${TRAINKIT_ENV_FILE:-}" ]]; then
+  tk_load_forwarded_env "$TRAINKIT_ENV_FILE"
+  unset TRAINKIT_ENV_FILE
+fi
 
 platform="" config="" output_dir="" log="" session=""
 while [[ $# -gt 0 ]]; do

@@ -96,12 +96,12 @@ rm -f "$(tk_exit_file "$output_dir")"
 log="$root/logs/${log_prefix}$(tk_timestamp).log"
 : >"$log"
 ln -sfn "$(basename "$log")" logs/latest.log
-env_args=()
-while IFS= read -r -d '' arg; do env_args+=("$arg"); done < <(tk_forwarded_env)
+env_file="$(tk_forwarded_env)"
 supervisor=("$root/scripts/supervise.sh" --platform "$platform" --config "$config" --output-dir "$output_dir"
   --log "$log" --session "$session" -- "$@")
-tk_tmux new-session -d -s "$session" -x 220 -y 50 "${env_args[@]}" -e NO_COLOR=1 -c "$root" \
-  "exec $(printf '%q ' "${supervisor[@]}")"
+tk_tmux new-session -d -s "$session" -x 220 -y 50 -e TRAINKIT_ENV_FILE="$env_file" -e NO_COLOR=1 -c "$root" \
+  "exec $(printf '%q ' "${supervisor[@]}")" ||
+  { rm -rf "$(dirname "$env_file")"; tk_die "$TK_EXIT_ERROR" "tmux could not open session $session (see its message above)" "check \`tmux ls\`, then launch again"; }
 tk_section "$tag" "launched in tmux session $session; log: $log"
 tk_section "$tag" "reconnect: tmux attach -t $session   |   follow: tail -f $log"
 

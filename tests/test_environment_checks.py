@@ -34,11 +34,11 @@ def fake_machine(monkeypatch, *, python=(3, 11, 7), versions=None, cuda=False, c
     monkeypatch.setattr(environment, "installed_version", lambda package: versions.get(package))
     monkeypatch.setattr(environment, "cuda_version", lambda: cuda_version)
     monkeypatch.setattr(environment, "flash_attn_import_error", lambda: flash_error)
-    monkeypatch.setattr(environment, "hf_token_present", lambda: hf)
+    monkeypatch.setattr(environment, "hf_token_present", lambda: "HF_TOKEN" if hf else None)
     monkeypatch.setattr(config, "cuda_available", lambda: cuda)
     monkeypatch.setattr(config, "mps_available", lambda: mps)
     monkeypatch.setattr(config, "flash_attn_installed", lambda: flash)
-    monkeypatch.setattr(tracking, "wandb_key_present", lambda: wandb)
+    monkeypatch.setattr(tracking, "wandb_key_present", lambda: "WANDB_API_KEY" if wandb else None)
 
 
 def check(env: str) -> Report:
@@ -184,7 +184,7 @@ def test_the_hf_token_is_found_in_either_environment_variable(monkeypatch, varia
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv(variable, FAKE_HF_TOKEN)
-    assert environment.hf_token_present()
+    assert environment.hf_token_present() == variable
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_secrets_are_never_printed(monkeypatch, capsys):
     environment.check_model_access("meta-llama/Llama-3.1-8B-Instruct", report)
     report.finish("done")
     out = capsys.readouterr().out
-    assert "W&B API key found" in out and "Hugging Face token found" in out
+    assert "W&B API key found (WANDB_API_KEY)" in out and "Hugging Face token found (HF_TOKEN)" in out
     assert FAKE_HF_TOKEN not in out and FAKE_WANDB_KEY not in out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from trainkit.credentials import move_hub_token, refuse_secret_flags
 from trainkit.errors import ConfigError
 
 PLATFORM_OF_DEVICE = {"cuda": "h100", "mps": "m4", "cpu": "cpu"}
@@ -172,6 +173,7 @@ def load_yaml(path: str) -> dict:
 def parse(argv: list[str] | None = None) -> Config:
     """Parse YAML + CLI into TRL's dataclasses, with machine-aware defaults."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    refuse_secret_flags(argv)
     config_path = None
     if "--config" in argv:
         i = argv.index("--config")
@@ -267,5 +269,6 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         raise ConfigError("estimate_after_steps must be 0 (off) or more", "use the default of 100")
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
+    move_hub_token(sft)
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.
     sft.output_dir = str(Path(sft.output_dir or "outputs/run").resolve())

@@ -70,14 +70,20 @@ def flash_attn_import_error() -> str | None:
     return None
 
 
-def hf_token_present() -> bool:
-    """HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the `hf auth login` token file, as huggingface_hub finds them."""
+def hf_token_present() -> str | None:
+    """Where huggingface_hub finds a token (HF_TOKEN, HUGGING_FACE_HUB_TOKEN or the `hf auth login`
+    token file), or None; the token itself is never read out."""
     try:
-        from huggingface_hub import get_token
+        from huggingface_hub import constants, get_token
 
-        return get_token() is not None
+        if get_token() is None:
+            return None
     except Exception:  # a configured OIDC exchange that fails raises instead of returning None
-        return False
+        return None
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(name):
+            return name
+    return str(constants.HF_TOKEN_PATH).replace(str(Path.home()), "~", 1)
 
 
 # --- checks ----------------------------------------------------------------------------
@@ -181,15 +187,15 @@ def check_mps(report: Report) -> None:
 
 
 def check_credentials(report: Report) -> None:
-    """W&B and Hugging Face credentials present; their values are never read into a message."""
-    if tracking.wandb_key_present():
-        report.ok("W&B API key found")
+    """W&B and Hugging Face credentials present: where they were found, never their values."""
+    if where := tracking.wandb_key_present():
+        report.ok(f"W&B API key found ({where})")
     else:
         report.warning("no W&B API key: training will log offline",
                        "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login` "
                        "(sync offline runs later with `wandb sync`)")
-    if hf_token_present():
-        report.ok("Hugging Face token found")
+    if where := hf_token_present():
+        report.ok(f"Hugging Face token found ({where})")
     else:
         report.warning("no Hugging Face token: only public models can be downloaded",
                        "export HF_TOKEN=hf_... or run `hf auth login`; gated models such as meta-llama/* need it")

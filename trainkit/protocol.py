@@ -17,6 +17,8 @@ import os
 import sys
 from typing import TextIO
 
+from trainkit.credentials import redact
+
 
 class ExitCode(enum.IntEnum):
     OK = 0
@@ -44,6 +46,7 @@ def colour_enabled(stream: TextIO | None = None) -> bool:
 
 def _emit(text: str, colour: str | None = None, hint: str | None = None) -> None:
     out = sys.stdout
+    text, hint = redact(text), hint and redact(hint)
     if colour and colour_enabled(out):
         text = f"{colour}{text}{RESET}"
     lines = [text]

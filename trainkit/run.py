@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from trainkit import __version__, protocol
+from trainkit.credentials import redact
 from trainkit.errors import Diverged, TrainkitError
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
@@ -59,7 +60,7 @@ def finished_state(config) -> dict | None:
 def log_traceback(path: Path, context: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
-        fh.write(f"\n=== {now_iso()} pid {os.getpid()}: {context}\n{traceback.format_exc()}")
+        fh.write(redact(f"\n=== {now_iso()} pid {os.getpid()}: {context}\n{traceback.format_exc()}"))
 
 
 def main(argv: list[str] | None = None) -> int:

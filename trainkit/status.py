@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from trainkit.credentials import redact_strings
+
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
@@ -81,7 +83,7 @@ class RunStatus:
         self.data["updated_at"] = now_iso()
         if self.enabled:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.output_dir / STATUS_FILE, self.data)
+            write_json_atomic(self.output_dir / STATUS_FILE, redact_strings(self.data))
 
     def event(self, kind: str, **fields) -> None:
         if not self.enabled:
@@ -89,4 +91,4 @@ class RunStatus:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         record = {"time": now_iso(), "event": kind, "step": self.data["step"], **fields}
         with (self.output_dir / EVENTS_FILE).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps(redact_strings(record)) + "\n")

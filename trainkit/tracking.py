@@ -19,14 +19,14 @@ RUN_FILE = "wandb_run.json"
 WANDB_HOST = "api.wandb.ai"
 
 
-def wandb_key_present() -> bool:
-    """True when WANDB_API_KEY or ~/.netrc holds a key; the key itself is never read out."""
+def wandb_key_present() -> str | None:
+    """Where the W&B key is ("WANDB_API_KEY" or "~/.netrc"), or None; the key itself is never read out."""
     if os.environ.get("WANDB_API_KEY"):
-        return True
+        return "WANDB_API_KEY"
     try:
-        return netrc.netrc().authenticators(WANDB_HOST) is not None
+        return "~/.netrc" if netrc.netrc().authenticators(WANDB_HOST) is not None else None
     except (OSError, netrc.NetrcParseError):
-        return False
+        return None
 
 
 def prepare_wandb(output_dir: Path, project: str, report_to: list[str], warn=protocol.warning) -> str | None:
