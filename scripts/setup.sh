@@ -26,7 +26,8 @@
 # those exist; without them the config is validated with --no-data and a WARNING says so.
 # Environment: TRAINKIT_PYTHON runs the checkers (default: the conda env's python on h100,
 # .venv-local/bin/python elsewhere); TRAINKIT_CONDA_ENV (default weatherman);
-# TRAINKIT_MIN_DISK_GB free disk required (default 50 on h100, 30 on m4, 1 on cpu);
+# TRAINKIT_MIN_DISK_GB free disk required (default: check_storage.py --platform's, 50 GB on h100,
+# 30 on m4, 1 on cpu);
 # PYTHON creates .venv-local/ (default python3). conda and pip output: logs/setup_<platform>_*.log.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
@@ -66,12 +67,14 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$platform" in
-  h100) default_config=configs/training_config_h100.yaml min_disk_gb=50 rerun=scripts/setup_runpod_h100.sh next=scripts/train_h100_runpod.sh ;;
-  m4) default_config=configs/training_config_m4.yaml min_disk_gb=30 rerun=scripts/setup_m4_local.sh next=scripts/train_m4_local.sh ;;
-  cpu) default_config=configs/smoke.yaml min_disk_gb=1 rerun="scripts/setup.sh --platform cpu" next="scripts/train.sh --platform cpu" ;;
+  h100) default_config=configs/training_config_h100.yaml rerun=scripts/setup_runpod_h100.sh next=scripts/train_h100_runpod.sh ;;
+  m4) default_config=configs/training_config_m4.yaml rerun=scripts/setup_m4_local.sh next=scripts/train_m4_local.sh ;;
+  cpu) default_config=configs/smoke.yaml rerun="scripts/setup.sh --platform cpu" next="scripts/train.sh --platform cpu" ;;
   *) tk_die "$TK_EXIT_ERROR" "--platform must be h100, m4 or cpu" "e.g. scripts/setup.sh --platform cpu" ;;
 esac
-min_disk_gb="${TRAINKIT_MIN_DISK_GB:-$min_disk_gb}"
+# check_storage.py holds each platform's disk thresholds; TRAINKIT_MIN_DISK_GB overrides the required GB.
+disk_flags=(--platform "$platform")
+[[ -z "${TRAINKIT_MIN_DISK_GB:-}" ]] || disk_flags+=(--min-gb "$TRAINKIT_MIN_DISK_GB")
 tag="SETUP-$(printf %s "$platform" | tr '[:lower:]' '[:upper:]')"
 
 # A relative --config is taken from the caller's directory when it is there, else from the repo.
@@ -301,7 +304,7 @@ setup_h100() {
   wandb_check
   run_check validate_environment.py --env=h100
   run_check check_gpu.py --env h100
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
 }
 
@@ -341,7 +344,7 @@ setup_m4() {
   wandb_check
   run_check validate_environment.py --env m4
   run_check check_gpu.py --env m4
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
   tk_warning "training takes 12–18 h on this Mac versus 3–4 h on a RunPod H100" \
     "keep the Mac on power and awake (caffeinate -dimsu), or use scripts/setup_runpod_h100.sh for a faster run"
@@ -363,7 +366,7 @@ setup_cpu() {
       tk_die "$TK_EXIT_ERROR" "could not build the tiny model models/tiny-chat/" "see the output above; re-run with --recreate for a clean .venv-local/"
   fi
   run_check validate_environment.py --env cpu
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config"
 }
 

@@ -65,7 +65,7 @@ add_final_data() {
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
   run grep -c "^conda env create -n weatherman -f $REPO/environment-remote.yml$" "$STUB_LOG"
   assert_output 1
-  run grep -F "check_storage.py --path $REPO --min-gb 50 --output-dir $REPO/outputs/weatherman-h100" "$STUB_LOG"
+  run grep -F "check_storage.py --path $REPO --platform h100 --output-dir $REPO/outputs/weatherman-h100" "$STUB_LOG"
   assert_success
   run grep -F "scripts/validate_environment.py --env=h100" "$STUB_LOG"
   assert_success
