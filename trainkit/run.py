@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainkit import __version__, protocol
 from trainkit.errors import Diverged, TrainkitError
+from trainkit.library_warnings import silence_unactionable
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
 from trainkit.status import RunStatus, is_main_process, now_iso, read_json
@@ -64,6 +65,7 @@ def log_traceback(path: Path, context: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     prepare_stdio()
+    silence_unactionable()
     stop = StopRequest()
     stop.install()
     status: RunStatus | None = None
