@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainkit import __version__, protocol
 from trainkit.errors import Diverged, TrainkitError
+from trainkit.help import answer_help
 from trainkit.library_warnings import silence_unactionable
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
@@ -66,6 +67,8 @@ def log_traceback(path: Path, context: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     prepare_stdio()
     silence_unactionable()
+    if (help_code := answer_help(sys.argv[1:] if argv is None else argv)) is not None:
+        return help_code
     stop = StopRequest()
     stop.install()
     status: RunStatus | None = None
