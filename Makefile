@@ -30,14 +30,17 @@ $(TINY_MODEL): $(VENV_STAMP) scripts/make_tiny_model.py data/sample/train.jsonl 
 setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny model (idempotent)
 
 # The whole pipeline as a user runs it, on configs/smoke.yaml: setup -> preflight -> tmux
-# launch -> training -> checkpoints -> status. A run still alive in outputs/smoke is left alone
-# (train.sh refuses to start a second one); a finished or dead one is trained again from scratch.
+# launch -> training -> checkpoints -> status. Only the demo's own completed run in outputs/smoke
+# is removed; a run still alive is left alone (train.sh refuses to start a second one), and any
+# other run there is moved to outputs/smoke.kept-<time> with a WARNING (trainkit/demo.py).
 DEMO_SESSION ?= trainkit-demo
+DEMO_OUTPUT := outputs/smoke
 demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
 	scripts/setup.sh --platform cpu --yes
-	@test -e outputs/smoke/.trainkit.lock || rm -rf outputs/smoke
+	@$(PY) -m trainkit.demo prepare $(DEMO_OUTPUT)
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
+	@$(PY) -m trainkit.demo finish $(DEMO_OUTPUT)
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh
