@@ -38,6 +38,8 @@ source "$(dirname "$0")/lib/usage.sh"
 source "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/platform.sh
 source "$(dirname "$0")/lib/platform.sh"
+# shellcheck source=lib/steps.sh
+source "$(dirname "$0")/lib/steps.sh"
 tk_maybe_help "$0" "$@"
 
 platform="" config="" recreate=0 assume_yes=0
@@ -93,6 +95,9 @@ data_flag=()   # --no-data when the config's data files are missing
 
 # say MESSAGE — print a "[SETUP-<PLATFORM>] MESSAGE" line.
 say() { tk_section "$tag" "$1"; }
+
+# step NAME — print how long the previous step took, and start step NAME.
+step() { tk_step_begin "$tag" "$1"; }
 
 # confirm QUESTION — ask on a terminal unless --yes; succeed on yes (the default).
 confirm() {
@@ -216,8 +221,9 @@ wandb_check() {
 
 # setup_h100 — RunPod checks, GPU and CUDA, conda env, flash-attn, data, W&B, checkers.
 setup_h100() {
-  local gpu name mib gb cuda conda env_name spec want prefix="" action=""
+  local gpu name mib gb cuda driver conda env_name spec want prefix="" action=""
   say "RunPod H100 setup in $root"
+  step "GPU and driver"
   if tk_on_runpod; then
     say "RunPod pod $RUNPOD_POD_ID"
   else
@@ -242,16 +248,18 @@ setup_h100() {
   fi
   cuda="$(tk_cuda_version)" ||
     tk_die "$TK_EXIT_ERROR" "cannot read the CUDA version from nvidia-smi or nvcc" "check the NVIDIA driver: nvidia-smi should show 'CUDA Version'"
-  tk_version_ge "$cuda" 12.1 ||
-    tk_die "$TK_EXIT_ERROR" "CUDA $cuda is too old: trainkit needs CUDA >= 12.1" \
-      "pick a RunPod template with CUDA 12.1 or newer (NVIDIA driver >= 530)"
   say "CUDA $cuda"
+  # The torch wheel this driver runs, or a refusal, before anything is built (trainkit/torch_build.py).
+  driver="$(tk_driver_version)" ||
+    tk_die "$TK_EXIT_ERROR" "nvidia-smi does not report the NVIDIA driver version" "run nvidia-smi to see why (driver not loaded, no GPU attached to the pod)"
+  spec="$root/logs/environment-remote.h100.yml"
+  "$(tk_host_python "$(tk_conda_bin || true)")" -m trainkit.torch_build choose --driver "$driver" \
+    --spec "$root/environment-remote.yml" --write "$spec" --tag "$tag" || exit "$TK_EXIT_ERROR"
 
   conda="$(tk_conda_bin)" ||
     tk_die "$TK_EXIT_ERROR" "conda not found: the h100 setup builds its env from environment-remote.yml with conda" \
       "install Miniforge on the volume: curl -fsSLo /tmp/miniforge.sh https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-x86_64.sh && bash /tmp/miniforge.sh -b -p /workspace/miniforge3 && export PATH=/workspace/miniforge3/bin:\$PATH, then re-run"
   env_name="${TRAINKIT_CONDA_ENV:-weatherman}"
-  spec="$root/environment-remote.yml"
   want="$(tk_file_hash "$spec")"
   prefix="$(tk_conda_env_prefix "$conda" "$env_name")" || prefix=""
   if [[ -n "$prefix" ]] && ((recreate)); then
@@ -262,6 +270,7 @@ setup_h100() {
       die_with_log "conda could not remove env $env_name" "remove it by hand: conda env remove -n $env_name, then re-run"
     prefix=""
   fi
+  step "conda env"
   if [[ -z "$prefix" ]]; then
     say "creating conda env $env_name from environment-remote.yml (several minutes; output in $log)"
     logged "$conda" env create -n "$env_name" -f "$spec" ||
@@ -286,6 +295,10 @@ setup_h100() {
   py="${TRAINKIT_PYTHON:-$prefix/bin/python}"
   [[ -x "$py" ]] || command -v "$py" >/dev/null ||
     tk_die "$TK_EXIT_ERROR" "conda env $env_name has no Python at $py" "rebuild it: $rerun --recreate"
+  step "torch on the GPU"
+  "$py" -m trainkit.torch_build verify --tag "$tag" || exit "$TK_EXIT_ERROR"
+
+  step "flash-attn"
 
   if "$py" -c 'import flash_attn' >/dev/null 2>&1; then
     say "flash-attn already installed: skipped"
@@ -300,8 +313,10 @@ setup_h100() {
     fi
   fi
 
+  step "data and W&B key"
   link_data
   wandb_check
+  step "preflight checks"
   run_check validate_environment.py --env=h100
   run_check check_gpu.py --env h100
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
@@ -312,6 +327,7 @@ setup_h100() {
 setup_m4() {
   local chip mem
   say "Apple-Silicon Mac setup in $root"
+  step "chip and memory"
   [[ "$(uname -s)" == "Darwin" ]] ||
     tk_die "$TK_EXIT_ERROR" "not a Mac ($(uname -s)): the m4 setup needs an Apple-Silicon Mac" \
       "on Linux use scripts/setup.sh --platform cpu, or scripts/setup_runpod_h100.sh on an H100 pod"
@@ -336,12 +352,15 @@ setup_m4() {
     say "unified memory: $mem GB"
   fi
 
+  step "Python and .venv-local/"
   check_python
   ensure_venv
   py="$(tk_python m4)"
   export PYTORCH_ENABLE_MPS_FALLBACK=1
+  step "data and W&B key"
   link_data
   wandb_check
+  step "preflight checks"
   run_check validate_environment.py --env m4
   run_check check_gpu.py --env m4
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
@@ -354,9 +373,11 @@ setup_m4() {
 setup_cpu() {
   say "CPU setup in $root: the tiny local model, no GPU and no network needed"
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+  step "Python and .venv-local/"
   check_python
   ensure_venv
   py="$(tk_python cpu)"
+  step "tiny model"
   if tk_up_to_date models/tiny-chat/config.json .venv-local/.trainkit-deps scripts/make_tiny_model.py \
     data/sample/train.jsonl data/sample/validation.jsonl; then
     say "tiny model models/tiny-chat/ is up to date: skipped"
@@ -365,6 +386,7 @@ setup_cpu() {
     "$py" scripts/make_tiny_model.py ||
       tk_die "$TK_EXIT_ERROR" "could not build the tiny model models/tiny-chat/" "see the output above; re-run with --recreate for a clean .venv-local/"
   fi
+  step "preflight checks"
   run_check validate_environment.py --env cpu
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config"
@@ -372,6 +394,7 @@ setup_cpu() {
 
 py=""
 "setup_$platform"
+tk_step_end "$tag"
 
 if ((${#failed[@]})); then
   names="$(printf '%s, ' "${failed[@]}")"

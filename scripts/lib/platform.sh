@@ -146,3 +146,24 @@ tk_link_data() {
     printf 'missing\n'
   fi
 }
+
+# tk_driver_version — print the NVIDIA driver version (nvidia-smi, e.g. 550.54.15); fail when nvidia-smi cannot tell.
+tk_driver_version() {
+  local version
+  version="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ')" || return 1
+  [[ -n "$version" ]] || return 1
+  printf '%s\n' "$version"
+}
+
+# tk_host_python [CONDA] — print a Python that runs before the conda env exists: $TRAINKIT_PYTHON, conda's base
+# Python, else python3.
+tk_host_python() {
+  local base
+  if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
+    printf '%s\n' "$TRAINKIT_PYTHON"
+  elif [[ -n "${1:-}" ]] && base="$("$1" info --base 2>/dev/null)" && [[ -x "$base/bin/python" ]]; then
+    printf '%s\n' "$base/bin/python"
+  else
+    command -v python3
+  fi
+}
