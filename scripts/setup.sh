@@ -28,7 +28,8 @@
 # .venv-local/bin/python elsewhere); TRAINKIT_CONDA_ENV (default weatherman);
 # TRAINKIT_MIN_DISK_GB free disk required (default: check_storage.py --platform's, 50 GB on h100,
 # 30 on m4, 1 on cpu);
-# PYTHON creates .venv-local/ (default python3). conda and pip output: logs/setup_<platform>_*.log.
+# PYTHON creates .venv-local/ (default: the first Python 3.10–3.12 from Homebrew, pyenv or PATH).
+# conda and pip output: logs/setup_<platform>_*.log.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -130,29 +131,35 @@ run_check() {
   fi
 }
 
-# check_python — Python >= 3.10 for the venv (TRAINKIT_PYTHON, the existing venv, or $PYTHON).
+# check_python — Python >= 3.10 for the venv: TRAINKIT_PYTHON, the existing venv, $PYTHON, else the first
+# Python 3.10–3.12 tk_find_python finds (Homebrew, pyenv, PATH); those two become base_python, which builds the venv.
 check_python() {
   local python version
   if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
     python="$TRAINKIT_PYTHON"
   elif [[ -x "$root/.venv-local/bin/python" ]] && ((!recreate)); then
     python="$root/.venv-local/bin/python"
+  elif [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON" base_python="$PYTHON"
   else
-    python="${PYTHON:-python3}"
+    python="$(tk_find_python)" ||
+      tk_die "$TK_EXIT_ERROR" "no Python 3.10–3.12 found: looked in Homebrew, pyenv and PATH (python3.12, python3.11, python3.10, python3)" \
+        "install one: brew install python@3.11 on a Mac (setup finds it by itself), apt-get install python3.11-venv on Linux, or pyenv install 3.11; or set PYTHON=/path/to/python3.11"
+    base_python="$python"
   fi
   version="$(tk_python_version "$python")" ||
     tk_die "$TK_EXIT_ERROR" "no working Python at $python: trainkit needs Python >= 3.10" \
       "install Python 3.11 (brew install python@3.11 on a Mac, apt-get install python3.11-venv on Linux) or set PYTHON=/path/to/python3.11"
   tk_version_ge "$version" 3.10 ||
     tk_die "$TK_EXIT_ERROR" "Python $version ($python) is too old: trainkit needs Python >= 3.10" \
-      "install Python 3.11 (brew install python@3.11) and re-run with PYTHON=python3.11"
+      "install Python 3.11 (brew install python@3.11) and re-run; setup finds it by itself, or set PYTHON=python3.11"
   say "Python $version ($python)"
 }
 
 # ensure_venv — .venv-local/ with requirements-local.txt (+ dev tools), as `make setup` builds it;
 # skipped when its stamp is newer than the requirements.
 ensure_venv() {
-  local venv="$root/.venv-local" base="${PYTHON:-python3}" stamp torch_pin
+  local venv="$root/.venv-local" base="${base_python:-${PYTHON:-python3}}" stamp torch_pin
   stamp="$venv/.trainkit-deps"
   if ((recreate)) && [[ -e "$venv" ]]; then
     confirm "Remove .venv-local/ and rebuild it?" ||
@@ -392,7 +399,7 @@ setup_cpu() {
   run_check validate_training_config.py --config "$config"
 }
 
-py=""
+py="" base_python=""
 "setup_$platform"
 tk_step_end "$tag"
 

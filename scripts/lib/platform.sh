@@ -167,3 +167,31 @@ tk_host_python() {
     command -v python3
   fi
 }
+
+# tk_find_python — print the first Python 3.10–3.12 from Homebrew ($HOMEBREW_PREFIX, else /opt/homebrew and
+# /usr/local), pyenv ($PYENV_ROOT/versions, default ~/.pyenv), then python3.12, python3.11, python3.10 and python3
+# on PATH; fail when there is none (macOS's own python3 is 3.9).
+tk_find_python() {
+  local prefix minor dir name candidate version
+  local -a candidates=()
+  for prefix in ${HOMEBREW_PREFIX:-/opt/homebrew /usr/local}; do
+    candidates+=("$prefix/bin/python3.12" "$prefix/bin/python3.11" "$prefix/bin/python3.10")
+  done
+  for minor in 12 11 10; do
+    for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$minor".*/bin; do
+      candidates+=("$dir/python")
+    done
+  done
+  for name in python3.12 python3.11 python3.10 python3; do
+    candidate="$(command -v "$name")" && candidates+=("$candidate")
+  done
+  for candidate in "${candidates[@]}"; do
+    [[ -x "$candidate" ]] || continue
+    version="$(tk_python_version "$candidate")" || continue
+    if tk_version_ge "$version" 3.10 && ! tk_version_ge "$version" 3.13; then
+      printf '%s\n' "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
