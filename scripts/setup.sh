@@ -188,9 +188,22 @@ ensure_venv() {
   say ".venv-local/ ready"
 }
 
-# link_data — link data/processed/*.jsonl to data/synthetic/final_*.jsonl; warn when the config's data is missing.
+# data_command — the exact command that puts data/synthetic/final_{train,validation}.jsonl on this machine.
+data_command() {
+  local dest="$root/data/synthetic/"
+  if [[ "$platform" == h100 ]]; then
+    printf 'from your machine: scp -P %s data/synthetic/final_train.jsonl data/synthetic/final_validation.jsonl root@%s:%s (setup made that directory), or here, from a private HF dataset repo: hf download <user>/<dataset> --repo-type dataset --local-dir data/synthetic; then re-run %s' \
+      "${RUNPOD_TCP_PORT_22:-<ssh port>}" "${RUNPOD_PUBLIC_IP:-<pod ip>}" "$dest" "$rerun"
+  else
+    printf 'cp /path/to/final_train.jsonl /path/to/final_validation.jsonl %s (setup made that directory), then re-run %s' "$dest" "$rerun"
+  fi
+}
+
+# link_data — link data/processed/*.jsonl to data/synthetic/final_*.jsonl; warn when the config's data is missing,
+# naming the file and the command that brings it.
 link_data() {
   local name state key value
+  mkdir -p data/synthetic
   for name in train validation; do
     state="$(tk_link_data "data/processed/$name.jsonl" "../synthetic/final_$name.jsonl")"
     case "$state" in
@@ -205,7 +218,7 @@ link_data() {
       name="${key%_file}"
       if [[ "$value" == "data/processed/$name.jsonl" ]]; then
         tk_warning "the config's $key $value is missing: data/synthetic/final_$name.jsonl, which setup links it to, does not exist" \
-          "put the merged data at data/synthetic/final_$name.jsonl and re-run, or point $key in $config at your data; until then the config is checked without data"
+          "$(data_command)"
       else
         tk_warning "the config's $key $value is missing" \
           "create it or point $key in $config at your data; until then the config is checked without data"

@@ -185,10 +185,12 @@ add_final_data() {
   assert_line "⚠️ WARNING: RunPod pod variables (RUNPOD_POD_ID) are not set: this does not look like a RunPod pod"
 }
 
-@test "missing data is a WARNING naming the config's train_file, and the config is checked without data" {
-  run "$REPO/scripts/setup_runpod_h100.sh"
+@test "missing data is a WARNING naming the file and the exact command that brings it, and the config is checked without data" {
+  RUNPOD_PUBLIC_IP=203.0.113.7 RUNPOD_TCP_PORT_22=40022 run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
-  assert_line --partial "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing"
+  assert_line "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing: data/synthetic/final_train.jsonl, which setup links it to, does not exist"
+  assert_line "  ↳ from your machine: scp -P 40022 data/synthetic/final_train.jsonl data/synthetic/final_validation.jsonl root@203.0.113.7:$REPO/data/synthetic/ (setup made that directory), or here, from a private HF dataset repo: hf download <user>/<dataset> --repo-type dataset --local-dir data/synthetic; then re-run scripts/setup_runpod_h100.sh"
+  assert_dir_exists "$REPO/data/synthetic"
   assert_file_not_exists "$REPO/data/processed"
   run grep -F "validate_training_config.py --config configs/training_config_h100.yaml --no-data" "$STUB_LOG"
   assert_success

@@ -188,3 +188,11 @@ without_a_python() {
   assert_line --regexp '^\[SETUP-M4\] step Python and \.venv-local/: [0-9]+m[0-9]{2}s'
   assert_line --regexp '^\[SETUP-M4\] setup took [0-9]+m[0-9]{2}s$'
 }
+
+@test "missing data on the Mac is a WARNING with the cp command into the directory setup made" {
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing: data/synthetic/final_train.jsonl, which setup links it to, does not exist"
+  assert_line "  ↳ cp /path/to/final_train.jsonl /path/to/final_validation.jsonl $REPO/data/synthetic/ (setup made that directory), then re-run scripts/setup_m4_local.sh"
+  assert_dir_exists "$REPO/data/synthetic"
+}
