@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# The Python that creates .venv-local/: the first 3.10-3.12 from Homebrew, pyenv or PATH (macOS's python3 is 3.9).
+PYTHON ?= $(shell bash -c 'source scripts/lib/platform.sh && tk_find_python' 2>/dev/null || echo python3)
 VENV := .venv-local
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0

@@ -2,16 +2,20 @@
 # Usage: scripts/setup.sh --platform {h100,m4,cpu} [--yes] [--recreate] [--config FILE]
 #
 # Prepare this machine to train, then run the preflight checkers. Idempotent: a second run
-# skips what is done and says so. Every decision prints a tagged line; the last line is one
+# skips what is done and says so. Every decision prints a tagged line, each step its elapsed
+# time ("step <name>: 1m05s (total 3m10s)") and the end the total; the last line is one
 # verdict: "✅ SUCCESS: <platform> setup complete" (exit 0, warnings allowed) or "❌ ERROR: …"
 # (exit 1). The platform wrappers are scripts/setup_runpod_h100.sh and scripts/setup_m4_local.sh.
 #
-#   h100  RunPod pod: RunPod variables, CUDA >= 12.1, an H100 80GB (another GPU warns), the conda
-#         env from environment-remote.yml (created; updated when the file changed; else reused),
+#   h100  RunPod pod: RunPod variables, an H100 80GB (another GPU warns), the NVIDIA driver, which
+#         picks the torch wheel before anything is built (>= 580.65.06: PyPI's, built for CUDA 13.0;
+#         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/torch_build.py), the
+#         conda env from environment-remote.yml with that pin (created; updated when it changed;
+#         else reused), torch checked on the GPU (CUDA build, cuda.is_available(), a bf16 matmul),
 #         flash-attn (a failed build warns: training falls back to SDPA attention), data links,
 #         W&B key, then validate_environment, check_gpu, check_storage (50 GB free, outputs and
 #         HF cache on /workspace) and validate_training_config.
-#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python >= 3.10,
+#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python 3.10-3.12,
 #         .venv-local/ from requirements-local.txt, MPS, data links, W&B key, the checkers, and
 #         a reminder that training takes 12–18 h here versus 3–4 h on an H100.
 #   cpu   any machine: .venv-local/ and the tiny model (what `make setup` builds), the checkers on
@@ -23,7 +27,8 @@
 #   --yes          do not ask (the default answers are taken anyway when stdin is not a terminal)
 #
 # Data: data/processed/{train,validation}.jsonl are linked to data/synthetic/final_*.jsonl when
-# those exist; without them the config is validated with --no-data and a WARNING says so.
+# those exist; without them the config is validated with --no-data and a WARNING gives the exact
+# command that brings them (scp into data/synthetic/, which setup makes, or hf download).
 # Environment: TRAINKIT_PYTHON runs the checkers (default: the conda env's python on h100,
 # .venv-local/bin/python elsewhere); TRAINKIT_CONDA_ENV (default weatherman);
 # TRAINKIT_MIN_DISK_GB free disk required (default: check_storage.py --platform's, 50 GB on h100,

@@ -168,12 +168,13 @@ tk_host_python() {
   fi
 }
 
-# tk_find_python — print the first Python 3.10–3.12 from Homebrew ($HOMEBREW_PREFIX, else /opt/homebrew and
-# /usr/local), pyenv ($PYENV_ROOT/versions, default ~/.pyenv), then python3.12, python3.11, python3.10 and python3
-# on PATH; fail when there is none (macOS's own python3 is 3.9).
+# tk_find_python — print the first Python 3.10–3.12 among python3 on PATH, Homebrew's ($HOMEBREW_PREFIX, else
+# /opt/homebrew and /usr/local), pyenv's ($PYENV_ROOT/versions, default ~/.pyenv), then python3.12, python3.11
+# and python3.10 on PATH; fail when there is none (macOS's own python3 is 3.9).
 tk_find_python() {
   local prefix minor dir name candidate version
   local -a candidates=()
+  candidate="$(command -v python3)" && candidates+=("$candidate")
   for prefix in ${HOMEBREW_PREFIX:-/opt/homebrew /usr/local}; do
     candidates+=("$prefix/bin/python3.12" "$prefix/bin/python3.11" "$prefix/bin/python3.10")
   done
@@ -182,7 +183,7 @@ tk_find_python() {
       candidates+=("$dir/python")
     done
   done
-  for name in python3.12 python3.11 python3.10 python3; do
+  for name in python3.12 python3.11 python3.10; do
     candidate="$(command -v "$name")" && candidates+=("$candidate")
   done
   for candidate in "${candidates[@]}"; do
