@@ -31,6 +31,7 @@ teardown() {
   assert_line --regexp "^⚠️ WARNING: outputs/smoke holds a run make demo did not make \(or one trained further\): kept it as outputs/smoke\.kept-[0-9_]+$"
   assert_file_exists "$COPY"/outputs/smoke.kept-*/checkpoint-500/adapter_model.safetensors
   assert_line "✅ SUCCESS: cpu setup complete"
+  refute_output --partial "below the recommended"
   assert_line --partial "[TRAINING-CPU] launched in tmux session demo-bats; log: $COPY/logs/training_cpu_"
   assert_line --regexp '^✅ SUCCESS: training (running in tmux session demo-bats|completed during the watch)'
   assert_line "[TRAINING-CPU] W&B: offline run in $COPY/outputs/smoke/wandb (wandb sync it later)"

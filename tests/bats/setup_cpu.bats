@@ -40,6 +40,9 @@ setup() {
   assert_success
   assert_line "[SETUP-CPU] creating .venv-local/ with $STUB_BIN/python-stub"
   assert_line "[SETUP-CPU] building the tiny model models/tiny-chat/"
+  assert_line --regexp '^\[SETUP-CPU\] step Python and \.venv-local/: [0-9]+m[0-9]{2}s \(total [0-9]+m[0-9]{2}s\)$'
+  assert_line --regexp '^\[SETUP-CPU\] step tiny model: [0-9]+m[0-9]{2}s'
+  assert_line --regexp '^\[SETUP-CPU\] setup took [0-9]+m[0-9]{2}s$'
   run grep -c -e "-m venv $REPO/.venv-local" -e "-m pip install --quiet torch==2.13.0" \
     -e "-m pip install --quiet -r requirements-dev.txt" -e "scripts/make_tiny_model.py" "$STUB_LOG"
   assert_output 4
