@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# The Python that creates .venv-local/: the first 3.10-3.12 from Homebrew, pyenv or PATH (macOS's python3 is 3.9).
+PYTHON ?= $(shell bash -c 'source scripts/lib/platform.sh && tk_find_python' 2>/dev/null || echo python3)
 VENV := .venv-local
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
@@ -30,14 +31,17 @@ $(TINY_MODEL): $(VENV_STAMP) scripts/make_tiny_model.py data/sample/train.jsonl 
 setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny model (idempotent)
 
 # The whole pipeline as a user runs it, on configs/smoke.yaml: setup -> preflight -> tmux
-# launch -> training -> checkpoints -> status. A run still alive in outputs/smoke is left alone
-# (train.sh refuses to start a second one); a finished or dead one is trained again from scratch.
+# launch -> training -> checkpoints -> status. Only the demo's own completed run in outputs/smoke
+# is removed; a run still alive is left alone (train.sh refuses to start a second one), and any
+# other run there is moved to outputs/smoke.kept-<time> with a WARNING (trainkit/demo.py).
 DEMO_SESSION ?= trainkit-demo
+DEMO_OUTPUT := outputs/smoke
 demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
 	scripts/setup.sh --platform cpu --yes
-	@test -e outputs/smoke/.trainkit.lock || rm -rf outputs/smoke
+	@$(PY) -m trainkit.demo prepare $(DEMO_OUTPUT)
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
+	@$(PY) -m trainkit.demo finish $(DEMO_OUTPUT)
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh

@@ -2,16 +2,20 @@
 # Usage: scripts/setup.sh --platform {h100,m4,cpu} [--yes] [--recreate] [--config FILE]
 #
 # Prepare this machine to train, then run the preflight checkers. Idempotent: a second run
-# skips what is done and says so. Every decision prints a tagged line; the last line is one
+# skips what is done and says so. Every decision prints a tagged line, each step its elapsed
+# time ("step <name>: 1m05s (total 3m10s)") and the end the total; the last line is one
 # verdict: "✅ SUCCESS: <platform> setup complete" (exit 0, warnings allowed) or "❌ ERROR: …"
 # (exit 1). The platform wrappers are scripts/setup_runpod_h100.sh and scripts/setup_m4_local.sh.
 #
-#   h100  RunPod pod: RunPod variables, CUDA >= 12.1, an H100 80GB (another GPU warns), the conda
-#         env from environment-remote.yml (created; updated when the file changed; else reused),
+#   h100  RunPod pod: RunPod variables, an H100 80GB (another GPU warns), the NVIDIA driver, which
+#         picks the torch wheel before anything is built (>= 580.65.06: PyPI's, built for CUDA 13.0;
+#         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/torch_build.py), the
+#         conda env from environment-remote.yml with that pin (created; updated when it changed;
+#         else reused), torch checked on the GPU (CUDA build, cuda.is_available(), a bf16 matmul),
 #         flash-attn (a failed build warns: training falls back to SDPA attention), data links,
 #         W&B key, then validate_environment, check_gpu, check_storage (50 GB free, outputs and
 #         HF cache on /workspace) and validate_training_config.
-#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python >= 3.10,
+#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python 3.10-3.12,
 #         .venv-local/ from requirements-local.txt, MPS, data links, W&B key, the checkers, and
 #         a reminder that training takes 12–18 h here versus 3–4 h on an H100.
 #   cpu   any machine: .venv-local/ and the tiny model (what `make setup` builds), the checkers on
@@ -23,11 +27,14 @@
 #   --yes          do not ask (the default answers are taken anyway when stdin is not a terminal)
 #
 # Data: data/processed/{train,validation}.jsonl are linked to data/synthetic/final_*.jsonl when
-# those exist; without them the config is validated with --no-data and a WARNING says so.
+# those exist; without them the config is validated with --no-data and a WARNING gives the exact
+# command that brings them (scp into data/synthetic/, which setup makes, or hf download).
 # Environment: TRAINKIT_PYTHON runs the checkers (default: the conda env's python on h100,
 # .venv-local/bin/python elsewhere); TRAINKIT_CONDA_ENV (default weatherman);
-# TRAINKIT_MIN_DISK_GB free disk required (default 50 on h100, 30 on m4, 1 on cpu);
-# PYTHON creates .venv-local/ (default python3). conda and pip output: logs/setup_<platform>_*.log.
+# TRAINKIT_MIN_DISK_GB free disk required (default: check_storage.py --platform's, 50 GB on h100,
+# 30 on m4, 1 on cpu);
+# PYTHON creates .venv-local/ (default: the first Python 3.10–3.12 from Homebrew, pyenv or PATH).
+# conda and pip output: logs/setup_<platform>_*.log.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -37,6 +44,8 @@ source "$(dirname "$0")/lib/usage.sh"
 source "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/platform.sh
 source "$(dirname "$0")/lib/platform.sh"
+# shellcheck source=lib/steps.sh
+source "$(dirname "$0")/lib/steps.sh"
 tk_maybe_help "$0" "$@"
 
 platform="" config="" recreate=0 assume_yes=0
@@ -66,12 +75,14 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$platform" in
-  h100) default_config=configs/training_config_h100.yaml min_disk_gb=50 rerun=scripts/setup_runpod_h100.sh next=scripts/train_h100_runpod.sh ;;
-  m4) default_config=configs/training_config_m4.yaml min_disk_gb=30 rerun=scripts/setup_m4_local.sh next=scripts/train_m4_local.sh ;;
-  cpu) default_config=configs/smoke.yaml min_disk_gb=1 rerun="scripts/setup.sh --platform cpu" next="scripts/train.sh --platform cpu" ;;
+  h100) default_config=configs/training_config_h100.yaml rerun=scripts/setup_runpod_h100.sh next=scripts/train_h100_runpod.sh ;;
+  m4) default_config=configs/training_config_m4.yaml rerun=scripts/setup_m4_local.sh next=scripts/train_m4_local.sh ;;
+  cpu) default_config=configs/smoke.yaml rerun="scripts/setup.sh --platform cpu" next="scripts/train.sh --platform cpu" ;;
   *) tk_die "$TK_EXIT_ERROR" "--platform must be h100, m4 or cpu" "e.g. scripts/setup.sh --platform cpu" ;;
 esac
-min_disk_gb="${TRAINKIT_MIN_DISK_GB:-$min_disk_gb}"
+# check_storage.py holds each platform's disk thresholds; TRAINKIT_MIN_DISK_GB overrides the required GB.
+disk_flags=(--platform "$platform")
+[[ -z "${TRAINKIT_MIN_DISK_GB:-}" ]] || disk_flags+=(--min-gb "$TRAINKIT_MIN_DISK_GB")
 tag="SETUP-$(printf %s "$platform" | tr '[:lower:]' '[:upper:]')"
 
 # A relative --config is taken from the caller's directory when it is there, else from the repo.
@@ -90,6 +101,9 @@ data_flag=()   # --no-data when the config's data files are missing
 
 # say MESSAGE — print a "[SETUP-<PLATFORM>] MESSAGE" line.
 say() { tk_section "$tag" "$1"; }
+
+# step NAME — print how long the previous step took, and start step NAME.
+step() { tk_step_begin "$tag" "$1"; }
 
 # confirm QUESTION — ask on a terminal unless --yes; succeed on yes (the default).
 confirm() {
@@ -122,29 +136,35 @@ run_check() {
   fi
 }
 
-# check_python — Python >= 3.10 for the venv (TRAINKIT_PYTHON, the existing venv, or $PYTHON).
+# check_python — Python >= 3.10 for the venv: TRAINKIT_PYTHON, the existing venv, $PYTHON, else the first
+# Python 3.10–3.12 tk_find_python finds (Homebrew, pyenv, PATH); those two become base_python, which builds the venv.
 check_python() {
   local python version
   if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
     python="$TRAINKIT_PYTHON"
   elif [[ -x "$root/.venv-local/bin/python" ]] && ((!recreate)); then
     python="$root/.venv-local/bin/python"
+  elif [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON" base_python="$PYTHON"
   else
-    python="${PYTHON:-python3}"
+    python="$(tk_find_python)" ||
+      tk_die "$TK_EXIT_ERROR" "no Python 3.10–3.12 found: looked in Homebrew, pyenv and PATH (python3.12, python3.11, python3.10, python3)" \
+        "install one: brew install python@3.11 on a Mac (setup finds it by itself), apt-get install python3.11-venv on Linux, or pyenv install 3.11; or set PYTHON=/path/to/python3.11"
+    base_python="$python"
   fi
   version="$(tk_python_version "$python")" ||
     tk_die "$TK_EXIT_ERROR" "no working Python at $python: trainkit needs Python >= 3.10" \
       "install Python 3.11 (brew install python@3.11 on a Mac, apt-get install python3.11-venv on Linux) or set PYTHON=/path/to/python3.11"
   tk_version_ge "$version" 3.10 ||
     tk_die "$TK_EXIT_ERROR" "Python $version ($python) is too old: trainkit needs Python >= 3.10" \
-      "install Python 3.11 (brew install python@3.11) and re-run with PYTHON=python3.11"
+      "install Python 3.11 (brew install python@3.11) and re-run; setup finds it by itself, or set PYTHON=python3.11"
   say "Python $version ($python)"
 }
 
 # ensure_venv — .venv-local/ with requirements-local.txt (+ dev tools), as `make setup` builds it;
 # skipped when its stamp is newer than the requirements.
 ensure_venv() {
-  local venv="$root/.venv-local" base="${PYTHON:-python3}" stamp torch_pin
+  local venv="$root/.venv-local" base="${base_python:-${PYTHON:-python3}}" stamp torch_pin
   stamp="$venv/.trainkit-deps"
   if ((recreate)) && [[ -e "$venv" ]]; then
     confirm "Remove .venv-local/ and rebuild it?" ||
@@ -173,9 +193,22 @@ ensure_venv() {
   say ".venv-local/ ready"
 }
 
-# link_data — link data/processed/*.jsonl to data/synthetic/final_*.jsonl; warn when the config's data is missing.
+# data_command — the exact command that puts data/synthetic/final_{train,validation}.jsonl on this machine.
+data_command() {
+  local dest="$root/data/synthetic/"
+  if [[ "$platform" == h100 ]]; then
+    printf 'from your machine: scp -P %s data/synthetic/final_train.jsonl data/synthetic/final_validation.jsonl root@%s:%s (setup made that directory), or here, from a private HF dataset repo: hf download <user>/<dataset> --repo-type dataset --local-dir data/synthetic; then re-run %s' \
+      "${RUNPOD_TCP_PORT_22:-<ssh port>}" "${RUNPOD_PUBLIC_IP:-<pod ip>}" "$dest" "$rerun"
+  else
+    printf 'cp /path/to/final_train.jsonl /path/to/final_validation.jsonl %s (setup made that directory), then re-run %s' "$dest" "$rerun"
+  fi
+}
+
+# link_data — link data/processed/*.jsonl to data/synthetic/final_*.jsonl; warn when the config's data is missing,
+# naming the file and the command that brings it.
 link_data() {
   local name state key value
+  mkdir -p data/synthetic
   for name in train validation; do
     state="$(tk_link_data "data/processed/$name.jsonl" "../synthetic/final_$name.jsonl")"
     case "$state" in
@@ -190,7 +223,7 @@ link_data() {
       name="${key%_file}"
       if [[ "$value" == "data/processed/$name.jsonl" ]]; then
         tk_warning "the config's $key $value is missing: data/synthetic/final_$name.jsonl, which setup links it to, does not exist" \
-          "put the merged data at data/synthetic/final_$name.jsonl and re-run, or point $key in $config at your data; until then the config is checked without data"
+          "$(data_command)"
       else
         tk_warning "the config's $key $value is missing" \
           "create it or point $key in $config at your data; until then the config is checked without data"
@@ -213,8 +246,9 @@ wandb_check() {
 
 # setup_h100 — RunPod checks, GPU and CUDA, conda env, flash-attn, data, W&B, checkers.
 setup_h100() {
-  local gpu name mib gb cuda conda env_name spec want prefix="" action=""
+  local gpu name mib gb cuda driver conda env_name spec want prefix="" action=""
   say "RunPod H100 setup in $root"
+  step "GPU and driver"
   if tk_on_runpod; then
     say "RunPod pod $RUNPOD_POD_ID"
   else
@@ -239,16 +273,18 @@ setup_h100() {
   fi
   cuda="$(tk_cuda_version)" ||
     tk_die "$TK_EXIT_ERROR" "cannot read the CUDA version from nvidia-smi or nvcc" "check the NVIDIA driver: nvidia-smi should show 'CUDA Version'"
-  tk_version_ge "$cuda" 12.1 ||
-    tk_die "$TK_EXIT_ERROR" "CUDA $cuda is too old: trainkit needs CUDA >= 12.1" \
-      "pick a RunPod template with CUDA 12.1 or newer (NVIDIA driver >= 530)"
   say "CUDA $cuda"
+  # The torch wheel this driver runs, or a refusal, before anything is built (trainkit/torch_build.py).
+  driver="$(tk_driver_version)" ||
+    tk_die "$TK_EXIT_ERROR" "nvidia-smi does not report the NVIDIA driver version" "run nvidia-smi to see why (driver not loaded, no GPU attached to the pod)"
+  spec="$root/logs/environment-remote.h100.yml"
+  "$(tk_host_python "$(tk_conda_bin || true)")" -m trainkit.torch_build choose --driver "$driver" \
+    --spec "$root/environment-remote.yml" --write "$spec" --tag "$tag" || exit "$TK_EXIT_ERROR"
 
   conda="$(tk_conda_bin)" ||
     tk_die "$TK_EXIT_ERROR" "conda not found: the h100 setup builds its env from environment-remote.yml with conda" \
       "install Miniforge on the volume: curl -fsSLo /tmp/miniforge.sh https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-x86_64.sh && bash /tmp/miniforge.sh -b -p /workspace/miniforge3 && export PATH=/workspace/miniforge3/bin:\$PATH, then re-run"
   env_name="${TRAINKIT_CONDA_ENV:-weatherman}"
-  spec="$root/environment-remote.yml"
   want="$(tk_file_hash "$spec")"
   prefix="$(tk_conda_env_prefix "$conda" "$env_name")" || prefix=""
   if [[ -n "$prefix" ]] && ((recreate)); then
@@ -259,6 +295,7 @@ setup_h100() {
       die_with_log "conda could not remove env $env_name" "remove it by hand: conda env remove -n $env_name, then re-run"
     prefix=""
   fi
+  step "conda env"
   if [[ -z "$prefix" ]]; then
     say "creating conda env $env_name from environment-remote.yml (several minutes; output in $log)"
     logged "$conda" env create -n "$env_name" -f "$spec" ||
@@ -283,6 +320,10 @@ setup_h100() {
   py="${TRAINKIT_PYTHON:-$prefix/bin/python}"
   [[ -x "$py" ]] || command -v "$py" >/dev/null ||
     tk_die "$TK_EXIT_ERROR" "conda env $env_name has no Python at $py" "rebuild it: $rerun --recreate"
+  step "torch on the GPU"
+  "$py" -m trainkit.torch_build verify --tag "$tag" || exit "$TK_EXIT_ERROR"
+
+  step "flash-attn"
 
   if "$py" -c 'import flash_attn' >/dev/null 2>&1; then
     say "flash-attn already installed: skipped"
@@ -297,11 +338,13 @@ setup_h100() {
     fi
   fi
 
+  step "data and W&B key"
   link_data
   wandb_check
+  step "preflight checks"
   run_check validate_environment.py --env=h100
   run_check check_gpu.py --env h100
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
 }
 
@@ -309,6 +352,7 @@ setup_h100() {
 setup_m4() {
   local chip mem
   say "Apple-Silicon Mac setup in $root"
+  step "chip and memory"
   [[ "$(uname -s)" == "Darwin" ]] ||
     tk_die "$TK_EXIT_ERROR" "not a Mac ($(uname -s)): the m4 setup needs an Apple-Silicon Mac" \
       "on Linux use scripts/setup.sh --platform cpu, or scripts/setup_runpod_h100.sh on an H100 pod"
@@ -333,15 +377,18 @@ setup_m4() {
     say "unified memory: $mem GB"
   fi
 
+  step "Python and .venv-local/"
   check_python
   ensure_venv
   py="$(tk_python m4)"
   export PYTORCH_ENABLE_MPS_FALLBACK=1
+  step "data and W&B key"
   link_data
   wandb_check
+  step "preflight checks"
   run_check validate_environment.py --env m4
   run_check check_gpu.py --env m4
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
   tk_warning "training takes 12–18 h on this Mac versus 3–4 h on a RunPod H100" \
     "keep the Mac on power and awake (caffeinate -dimsu), or use scripts/setup_runpod_h100.sh for a faster run"
@@ -351,9 +398,11 @@ setup_m4() {
 setup_cpu() {
   say "CPU setup in $root: the tiny local model, no GPU and no network needed"
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+  step "Python and .venv-local/"
   check_python
   ensure_venv
   py="$(tk_python cpu)"
+  step "tiny model"
   if tk_up_to_date models/tiny-chat/config.json .venv-local/.trainkit-deps scripts/make_tiny_model.py \
     data/sample/train.jsonl data/sample/validation.jsonl; then
     say "tiny model models/tiny-chat/ is up to date: skipped"
@@ -362,13 +411,15 @@ setup_cpu() {
     "$py" scripts/make_tiny_model.py ||
       tk_die "$TK_EXIT_ERROR" "could not build the tiny model models/tiny-chat/" "see the output above; re-run with --recreate for a clean .venv-local/"
   fi
+  step "preflight checks"
   run_check validate_environment.py --env cpu
-  run_check check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+  run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config"
 }
 
-py=""
+py="" base_python=""
 "setup_$platform"
+tk_step_end "$tag"
 
 if ((${#failed[@]})); then
   names="$(printf '%s, ' "${failed[@]}")"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Usage: scripts/setup_runpod_h100.sh [--yes] [--recreate] [--config FILE]
 #
-# One command on a RunPod H100 pod: checks CUDA >= 12.1 and the H100 80GB, creates or updates
-# the conda env from environment-remote.yml (--recreate rebuilds it), installs flash-attn (SDPA
+# One command on a RunPod H100 pod: checks the H100 80GB and picks the torch wheel for the NVIDIA
+# driver (refusing a driver older than 530), creates or updates the conda env from
+# environment-remote.yml (--recreate rebuilds it), checks torch on the GPU, installs flash-attn (SDPA
 # fallback when it cannot), links the data, finds the W&B key, and runs the preflight checkers
 # (50 GB free disk, outputs and HF cache on /workspace, configs/training_config_h100.yaml).
 # Idempotent. Ends with "✅ SUCCESS: h100 setup complete" (exit 0) or "❌ ERROR: …" (exit 1).

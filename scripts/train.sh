@@ -50,9 +50,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 case "$platform" in
-  h100) default_config=configs/training_config_h100.yaml log_prefix=training_ min_disk_gb=50 ;;
-  m4) default_config=configs/training_config_m4.yaml log_prefix=training_m4_ min_disk_gb=30 ;;
-  cpu) default_config=configs/smoke.yaml log_prefix=training_cpu_ min_disk_gb=1 ;;
+  h100) default_config=configs/training_config_h100.yaml log_prefix=training_ ;;
+  m4) default_config=configs/training_config_m4.yaml log_prefix=training_m4_ ;;
+  cpu) default_config=configs/smoke.yaml log_prefix=training_cpu_ ;;
   *) tk_die "$TK_EXIT_ERROR" "--platform must be h100, m4 or cpu" "e.g. scripts/train.sh --platform cpu" ;;
 esac
 tag="TRAINING-$(printf %s "$platform" | tr "[:lower:]" "[:upper:]")"
@@ -87,7 +87,7 @@ run_check() {
 }
 run_check scripts/validate_environment.py --env "$platform"
 [[ "$platform" == "cpu" ]] || run_check scripts/check_gpu.py --env "$platform"
-run_check scripts/check_storage.py --path "$root" --min-gb "$min_disk_gb" --output-dir "$output_dir"
+run_check scripts/check_storage.py --path "$root" --platform "$platform" --output-dir "$output_dir"
 run_check scripts/validate_training_config.py --config "$config" --output_dir "$output_dir" "$@"
 
 mkdir -p logs "$output_dir"

@@ -232,7 +232,8 @@ def test_this_machine_has_a_few_megabytes_in_tmp():
 def test_help_documents_the_defaults():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    assert "--min-gb" in proc.stdout and "default: 50" in proc.stdout and "default: 100" in proc.stdout
+    text = " ".join(proc.stdout.split())
+    assert "--min-gb" in text and "h100 50/100, m4 30/50, cpu 1/2 (default: h100)" in text
 
 
 def test_the_storage_check_never_imports_torch():
@@ -241,3 +242,31 @@ def test_the_storage_check_never_imports_torch():
             "except SystemExit: pass\nprint('torch' in sys.modules)")
     proc = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines()[-1] == "False", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("platform", "free_gb", "level"), [
+    ("cpu", 0.5, "error"), ("cpu", 1.5, "warning"), ("cpu", 20, "ok"),
+    ("m4", 29, "error"), ("m4", 40, "warning"), ("m4", 60, "ok"),
+    ("h100", 49, "error"), ("h100", 80, "warning"), ("h100", 120, "ok"),
+])
+def test_each_platform_has_its_own_required_and_recommended_free_disk(monkeypatch, capsys, off_runpod,
+                                                                       platform, free_gb, level):
+    fake_disk(monkeypatch, free_gb)
+    code = check_storage_cli.main(["--path", "/data", "--platform", platform])
+    out = capsys.readouterr().out
+    assert code == (1 if level == "error" else 0)
+    assert ("WARNING" in out) == (level == "warning")
+
+
+def test_the_cpu_demo_with_20_gb_free_does_not_recommend_100_gb(monkeypatch, capsys, off_runpod):
+    fake_disk(monkeypatch, 20)
+    assert check_storage_cli.main(["--path", "/data", "--platform", "cpu", "--min-gb", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended" not in out
+
+
+def test_an_explicit_minimum_overrides_the_platform_and_the_thresholds_live_in_one_table():
+    assert storage.disk_thresholds("h100") == (storage.DEFAULT_MIN_GB, storage.DEFAULT_RECOMMENDED_GB) == (50, 100)
+    assert all(required <= recommended for required, recommended in storage.PLATFORM_DISK_GB.values())
+    with pytest.raises(ValueError, match="unknown platform 'tpu'"):
+        storage.disk_thresholds("tpu")

@@ -18,6 +18,8 @@ from pathlib import Path
 from trainkit import __version__, protocol
 from trainkit.credentials import redact
 from trainkit.errors import Diverged, TrainkitError
+from trainkit.help import answer_help
+from trainkit.library_warnings import silence_unactionable
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
 from trainkit.status import RunStatus, is_main_process, now_iso, read_json
@@ -65,6 +67,9 @@ def log_traceback(path: Path, context: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     prepare_stdio()
+    silence_unactionable()
+    if (help_code := answer_help(sys.argv[1:] if argv is None else argv)) is not None:
+        return help_code
     stop = StopRequest()
     stop.install()
     status: RunStatus | None = None

@@ -23,8 +23,14 @@ from pathlib import Path
 from trainkit.report import Report
 
 GB = 2**30
-DEFAULT_MIN_GB = 50  # SPEC: 50 GB free on the pod: a 7-8B model (~15 GB) + checkpoints + the data cache
-DEFAULT_RECOMMENDED_GB = 100
+# Free disk each platform needs, in GB: (required, recommended). One table, so the setup and
+# train scripts (which pass --platform to check_storage.py) and the docs agree.
+PLATFORM_DISK_GB = {
+    "h100": (50, 100),  # SPEC: the 7-8B model (~15 GB), the conda env (~10 GB), checkpoints, the data cache
+    "m4": (30, 50),  # the model in the HF cache, .venv-local/ (~3 GB), checkpoints
+    "cpu": (1, 2),  # the demo: a tiny random model and a 20-step run, a few MB
+}
+DEFAULT_MIN_GB, DEFAULT_RECOMMENDED_GB = PLATFORM_DISK_GB["h100"]
 DEFAULT_MARGIN_BYTES = 5 * GB  # logs, the datasets cache, the final adapter, W&B files
 TOKENIZER_BYTES = 50 * 2**20  # tokenizer files copied into every checkpoint (~10-30 MB for 7B chat models)
 PERSISTENT_VOLUME = Path("/workspace")
@@ -39,6 +45,14 @@ def disk_usage(path: str | os.PathLike):
 
 
 # --- space -------------------------------------------------------------------------------
+
+
+def disk_thresholds(platform: str) -> tuple[float, float]:
+    """(required, recommended) free GB for a platform: h100, m4 or cpu."""
+    try:
+        return PLATFORM_DISK_GB[platform]
+    except KeyError:
+        raise ValueError(f"unknown platform {platform!r}: one of {', '.join(PLATFORM_DISK_GB)}") from None
 
 
 def gb(n_bytes: float) -> float:

@@ -146,3 +146,53 @@ tk_link_data() {
     printf 'missing\n'
   fi
 }
+
+# tk_driver_version — print the NVIDIA driver version (nvidia-smi, e.g. 550.54.15); fail when nvidia-smi cannot tell.
+tk_driver_version() {
+  local version
+  version="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ')" || return 1
+  [[ -n "$version" ]] || return 1
+  printf '%s\n' "$version"
+}
+
+# tk_host_python [CONDA] — print a Python that runs before the conda env exists: $TRAINKIT_PYTHON, conda's base
+# Python, else python3.
+tk_host_python() {
+  local base
+  if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
+    printf '%s\n' "$TRAINKIT_PYTHON"
+  elif [[ -n "${1:-}" ]] && base="$("$1" info --base 2>/dev/null)" && [[ -x "$base/bin/python" ]]; then
+    printf '%s\n' "$base/bin/python"
+  else
+    command -v python3
+  fi
+}
+
+# tk_find_python — print the first Python 3.10–3.12 among python3 on PATH, Homebrew's ($HOMEBREW_PREFIX, else
+# /opt/homebrew and /usr/local), pyenv's ($PYENV_ROOT/versions, default ~/.pyenv), then python3.12, python3.11
+# and python3.10 on PATH; fail when there is none (macOS's own python3 is 3.9).
+tk_find_python() {
+  local prefix minor dir name candidate version
+  local -a candidates=()
+  candidate="$(command -v python3)" && candidates+=("$candidate")
+  for prefix in ${HOMEBREW_PREFIX:-/opt/homebrew /usr/local}; do
+    candidates+=("$prefix/bin/python3.12" "$prefix/bin/python3.11" "$prefix/bin/python3.10")
+  done
+  for minor in 12 11 10; do
+    for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3."$minor".*/bin; do
+      candidates+=("$dir/python")
+    done
+  done
+  for name in python3.12 python3.11 python3.10; do
+    candidate="$(command -v "$name")" && candidates+=("$candidate")
+  done
+  for candidate in "${candidates[@]}"; do
+    [[ -x "$candidate" ]] || continue
+    version="$(tk_python_version "$candidate")" || continue
+    if tk_version_ge "$version" 3.10 && ! tk_version_ge "$version" 3.13; then
+      printf '%s\n' "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}

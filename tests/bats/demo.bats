@@ -25,8 +25,13 @@ teardown() {
 
 @test "make demo in a fresh copy runs setup, the tmux launch, training and ends on a completed status" {
   assert_file_not_exists "$COPY/models/tiny-chat/config.json"
+  mkdir -p "$COPY/outputs/smoke/checkpoint-500"
+  echo "a user's own run" >"$COPY/outputs/smoke/checkpoint-500/adapter_model.safetensors"
   run -0 make -s -C "$COPY" demo DEMO_SESSION=demo-bats
+  assert_line --regexp "^⚠️ WARNING: outputs/smoke holds a run make demo did not make \(or one trained further\): kept it as outputs/smoke\.kept-[0-9_]+$"
+  assert_file_exists "$COPY"/outputs/smoke.kept-*/checkpoint-500/adapter_model.safetensors
   assert_line "✅ SUCCESS: cpu setup complete"
+  refute_output --partial "below the recommended"
   assert_line --partial "[TRAINING-CPU] launched in tmux session demo-bats; log: $COPY/logs/training_cpu_"
   assert_line --regexp '^✅ SUCCESS: training (running in tmux session demo-bats|completed during the watch)'
   assert_line "[TRAINING-CPU] W&B: offline run in $COPY/outputs/smoke/wandb (wandb sync it later)"
@@ -37,4 +42,10 @@ teardown() {
   assert_file_exists "$COPY/outputs/smoke/checkpoint-20/trainer_state.json"
   assert_file_exists "$COPY/outputs/smoke/final/adapter_model.safetensors"
   run -1 grep -q $'\e' "$COPY"/logs/training_cpu_*.log
+  run -1 grep -q "is_gradient_checkpointing" "$COPY"/logs/training_cpu_*.log
+  # The next demo removes the demo's own completed run, and only that.
+  cd "$COPY"
+  run -0 .venv-local/bin/python -m trainkit.demo prepare outputs/smoke
+  assert_output "[DEMO] removed the previous demo run in outputs/smoke"
+  assert_file_exists "$COPY"/outputs/smoke.kept-*/checkpoint-500/adapter_model.safetensors
 }

@@ -18,7 +18,7 @@ setup() {
   unset WANDB_API_KEY TRAINKIT_MIN_DISK_GB STUB_FAIL
 }
 
-@test "with the venv and tiny model built, the real checkers pass on the smoke config and the build steps are skipped" {
+@test "with the venv and tiny model built, the real checkers pass on the smoke config, with the demo's disk thresholds" {
   [[ -x "$REAL_PYTHON" && -f "$REPO_ROOT/models/tiny-chat/config.json" ]] || skip "needs make setup"
   mkdir -p "$REPO/.venv-local"
   touch "$REPO/.venv-local/.trainkit-deps"
@@ -30,6 +30,7 @@ setup() {
   assert_line "[SETUP-CPU] tiny model models/tiny-chat/ is up to date: skipped"
   assert_line "✅ SUCCESS: environment ready for cpu"
   assert_line "✅ SUCCESS: training config is valid"
+  refute_output --partial "below the recommended"
   assert_line "[SETUP-CPU] next: scripts/train.sh --platform cpu"
   assert_equal "${lines[-1]}" "✅ SUCCESS: cpu setup complete"
 }
@@ -39,6 +40,9 @@ setup() {
   assert_success
   assert_line "[SETUP-CPU] creating .venv-local/ with $STUB_BIN/python-stub"
   assert_line "[SETUP-CPU] building the tiny model models/tiny-chat/"
+  assert_line --regexp '^\[SETUP-CPU\] step Python and \.venv-local/: [0-9]+m[0-9]{2}s \(total [0-9]+m[0-9]{2}s\)$'
+  assert_line --regexp '^\[SETUP-CPU\] step tiny model: [0-9]+m[0-9]{2}s'
+  assert_line --regexp '^\[SETUP-CPU\] setup took [0-9]+m[0-9]{2}s$'
   run grep -c -e "-m venv $REPO/.venv-local" -e "-m pip install --quiet torch==2.13.0" \
     -e "-m pip install --quiet -r requirements-dev.txt" -e "scripts/make_tiny_model.py" "$STUB_LOG"
   assert_output 4

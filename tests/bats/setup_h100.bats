@@ -17,7 +17,8 @@ setup() {
   export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" TRAINKIT_PYTHON="$STUB_BIN/python-stub"
   export RUNPOD_POD_ID=pod-test NO_COLOR=1
   unset WANDB_API_KEY CONDA_EXE TRAINKIT_CONDA_ENV TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_FLASH_ATTN_FAILS
-  export STUB_GPU="NVIDIA H100 80GB HBM3, 81559" STUB_CUDA=12.4
+  unset STUB_TORCH_NO_GPU
+  export STUB_GPU="NVIDIA H100 80GB HBM3, 81559" STUB_CUDA=13.0 STUB_DRIVER=580.82.07
 }
 
 write_stubs() {
@@ -25,8 +26,10 @@ write_stubs() {
 #!/usr/bin/env bash
 if [[ "$*" == *--query-gpu=name,memory.total* ]]; then
   printf '%s\n' "$STUB_GPU"
+elif [[ "$*" == *--query-gpu=driver_version* ]]; then
+  printf '%s\n' "$STUB_DRIVER"
 else
-  printf '| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: %s     |\n' "$STUB_CUDA"
+  printf '| NVIDIA-SMI %s    Driver Version: %s    CUDA Version: %s     |\n' "$STUB_DRIVER" "$STUB_DRIVER" "$STUB_CUDA"
 fi
 EOF
   cat >"$STUB_BIN/conda" <<'EOF'
@@ -54,18 +57,22 @@ add_final_data() {
   cp "$REPO_ROOT/data/sample/validation.jsonl" "$REPO/data/synthetic/final_validation.jsonl"
 }
 
-@test "on an H100 80GB pod with CUDA 12.4 setup creates the conda env, installs flash-attn and succeeds" {
+@test "on an H100 80GB pod with driver 580 setup picks the PyPI torch, builds the env, checks torch on the GPU and succeeds" {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line "[SETUP-H100] GPU: NVIDIA H100 80GB HBM3, 79.6 GB"
-  assert_line "[SETUP-H100] CUDA 12.4"
+  assert_line "[SETUP-H100] CUDA 13.0"
+  assert_line "[SETUP-H100] NVIDIA driver 580.82.07: torch 2.13.0 from PyPI (built for CUDA 13.0, needs driver >= 580.65.06)"
   assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
+  assert_line "[SETUP-H100] torch 2.13.0 (CUDA 13.0) sees NVIDIA H100 80GB HBM3; bf16 matmul OK (stub)"
   assert_line "[SETUP-H100] flash-attn installed"
   assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
-  run grep -c "^conda env create -n weatherman -f $REPO/environment-remote.yml$" "$STUB_LOG"
+  run grep -c "^conda env create -n weatherman -f $REPO/logs/environment-remote.h100.yml$" "$STUB_LOG"
   assert_output 1
-  run grep -F "check_storage.py --path $REPO --min-gb 50 --output-dir $REPO/outputs/weatherman-h100" "$STUB_LOG"
+  run diff "$REPO/environment-remote.yml" "$REPO/logs/environment-remote.h100.yml"
+  assert_success
+  run grep -F "check_storage.py --path $REPO --platform h100 --output-dir $REPO/outputs/weatherman-h100" "$STUB_LOG"
   assert_success
   run grep -F "scripts/validate_environment.py --env=h100" "$STUB_LOG"
   assert_success
@@ -80,11 +87,42 @@ add_final_data() {
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
 }
 
-@test "CUDA 11.8 is an ERROR with exit 1 before anything is installed" {
-  STUB_CUDA=11.8 run -1 "$REPO/scripts/setup_runpod_h100.sh"
-  assert_equal "${lines[-2]}" "❌ ERROR: CUDA 11.8 is too old: trainkit needs CUDA >= 12.1"
-  assert_line --partial "  ↳ pick a RunPod template with CUDA 12.1 or newer"
-  assert_file_not_exists "$STUB_LOG"
+@test "an older driver (550, CUDA 12.4) gets torch built for CUDA 12.8 from PyTorch's index, decided before the env is built" {
+  STUB_DRIVER=550.54.15 STUB_CUDA=12.4 run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] NVIDIA driver 550.54.15 is older than the 580.65.06 the PyPI wheel (CUDA 13.0) needs: installing 2.13.0+cu128 (CUDA 12.8) from https://download.pytorch.org/whl/cu128"
+  run grep -n -e "torch_build choose" -e "^conda env create" "$STUB_LOG"
+  assert_line --index 0 --partial "torch_build choose --driver 550.54.15"
+  assert_line --index 1 --partial "conda env create -n weatherman -f $REPO/logs/environment-remote.h100.yml"
+  run grep -c -e "- --extra-index-url https://download.pytorch.org/whl/cu128" -e "- torch==2.13.0+cu128" "$REPO/logs/environment-remote.h100.yml"
+  assert_output 2
+}
+
+@test "a driver too old for any torch build (520, CUDA 11.8) is an ERROR naming the template, before conda is touched" {
+  STUB_DRIVER=520.61.05 STUB_CUDA=11.8 run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: NVIDIA driver 520.61.05 is too old for torch 2.13.0: its CUDA builds need driver >= 530.30.02 (CUDA 12.1), the PyPI wheel >= 580.65.06"
+  assert_line --partial "  ↳ deploy the pod from a RunPod PyTorch template whose \`nvidia-smi\` shows driver 580 or newer"
+  run grep -c "^conda " "$STUB_LOG"
+  assert_output 0
+}
+
+@test "torch that finds no GPU after the env build stops the setup before flash-attn and the checkers" {
+  STUB_TORCH_NO_GPU=1 run -1 "$REPO/scripts/setup_runpod_h100.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: torch 2.13.0 (CUDA 13.0) finds no GPU"
+  refute_line --partial "flash-attn"
+  run grep -c -e "flash-attn" -e "scripts/validate" "$STUB_LOG"
+  assert_output 0
+}
+
+@test "each setup step prints its elapsed time and the setup its total" {
+  printf '#!/usr/bin/env bash\nn=$(cat "$STUB_STATE/clock" 2>/dev/null || echo 1000)\necho "$n" && echo $((n + 75)) >"$STUB_STATE/clock"\n' >"$STUB_BIN/clock"
+  chmod +x "$STUB_BIN/clock"
+  TRAINKIT_CLOCK="$STUB_BIN/clock" run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] step GPU and driver: 1m15s (total 1m15s)"
+  assert_line "[SETUP-H100] step conda env: 1m15s (total 2m30s)"
+  assert_line --regexp '^\[SETUP-H100\] step (torch on the GPU|flash-attn|data and W&B key|preflight checks): 1m15s \(total [0-9]+m[0-9]{2}s\)$'
+  assert_line "[SETUP-H100] setup took 7m30s"
 }
 
 @test "without nvidia-smi setup stops with an ERROR and exit 1" {
@@ -147,10 +185,12 @@ add_final_data() {
   assert_line "⚠️ WARNING: RunPod pod variables (RUNPOD_POD_ID) are not set: this does not look like a RunPod pod"
 }
 
-@test "missing data is a WARNING naming the config's train_file, and the config is checked without data" {
-  run "$REPO/scripts/setup_runpod_h100.sh"
+@test "missing data is a WARNING naming the file and the exact command that brings it, and the config is checked without data" {
+  RUNPOD_PUBLIC_IP=203.0.113.7 RUNPOD_TCP_PORT_22=40022 run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
-  assert_line --partial "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing"
+  assert_line "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing: data/synthetic/final_train.jsonl, which setup links it to, does not exist"
+  assert_line "  ↳ from your machine: scp -P 40022 data/synthetic/final_train.jsonl data/synthetic/final_validation.jsonl root@203.0.113.7:$REPO/data/synthetic/ (setup made that directory), or here, from a private HF dataset repo: hf download <user>/<dataset> --repo-type dataset --local-dir data/synthetic; then re-run scripts/setup_runpod_h100.sh"
+  assert_dir_exists "$REPO/data/synthetic"
   assert_file_not_exists "$REPO/data/processed"
   run grep -F "validate_training_config.py --config configs/training_config_h100.yaml --no-data" "$STUB_LOG"
   assert_success
@@ -181,7 +221,7 @@ add_final_data() {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line --partial "[SETUP-H100] updating conda env weatherman from environment-remote.yml (--prune"
-  run grep -c "^conda env update -n weatherman -f $REPO/environment-remote.yml --prune$" "$STUB_LOG"
+  run grep -c "^conda env update -n weatherman -f $REPO/logs/environment-remote.h100.yml --prune$" "$STUB_LOG"
   assert_output 1
   run "$REPO/scripts/setup_runpod_h100.sh" --recreate </dev/null
   assert_success

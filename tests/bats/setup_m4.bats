@@ -133,3 +133,66 @@ EOF
   assert_success
   assert_line --index 0 "Usage: scripts/setup_m4_local.sh [--yes] [--recreate] [--config FILE]"
 }
+
+# fake_python PATH VERSION — a Python at PATH that reports VERSION (the stub Python behind it).
+fake_python() {
+  mkdir -p "$(dirname "$1")"
+  printf '#!/usr/bin/env bash\nSTUB_PY_VERSION=%s exec "%s" "$@"\n' "$2" "$STUB_BIN/python-stub" >"$1"
+  chmod +x "$1"
+}
+
+# without_a_python — no venv, no PYTHON or TRAINKIT_PYTHON, macOS's python3 3.9 first on PATH, no
+# python3.1x on PATH, and empty Homebrew and pyenv directories.
+without_a_python() {
+  rm -rf "$REPO/.venv-local"
+  unset TRAINKIT_PYTHON PYTHON
+  export HOMEBREW_PREFIX="$BATS_TEST_TMPDIR/homebrew" PYENV_ROOT="$BATS_TEST_TMPDIR/pyenv"
+  fake_python "$STUB_BIN/python3" 3.9.6
+  for name in python3.10 python3.11 python3.12; do
+    printf '#!/usr/bin/env bash\nexit 127\n' >"$STUB_BIN/$name"
+    chmod +x "$STUB_BIN/$name"
+  done
+}
+
+@test "without PYTHON, setup finds Homebrew's python3.11 itself (macOS's python3 is 3.9) and builds the venv with it" {
+  without_a_python
+  fake_python "$HOMEBREW_PREFIX/bin/python3.11" 3.11.9
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "[SETUP-M4] Python 3.11.9 ($HOMEBREW_PREFIX/bin/python3.11)"
+  assert_line "[SETUP-M4] creating .venv-local/ with $HOMEBREW_PREFIX/bin/python3.11"
+  assert_equal "${lines[-1]}" "✅ SUCCESS: m4 setup complete"
+}
+
+@test "without Homebrew's Python, setup takes a pyenv 3.10–3.12 and skips a 3.13" {
+  without_a_python
+  fake_python "$PYENV_ROOT/versions/3.13.1/bin/python" 3.13.1
+  fake_python "$PYENV_ROOT/versions/3.12.4/bin/python" 3.12.4
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "[SETUP-M4] Python 3.12.4 ($PYENV_ROOT/versions/3.12.4/bin/python)"
+}
+
+@test "with no Python 3.10–3.12 anywhere, setup says exactly what to install" {
+  without_a_python
+  fake_python "$HOMEBREW_PREFIX/bin/python3.12" 3.13.0
+  run -1 "$REPO/scripts/setup_m4_local.sh"
+  assert_equal "${lines[-2]}" "❌ ERROR: no Python 3.10–3.12 found: looked in Homebrew, pyenv and PATH (python3.12, python3.11, python3.10, python3)"
+  assert_equal "${lines[-1]}" "  ↳ install one: brew install python@3.11 on a Mac (setup finds it by itself), apt-get install python3.11-venv on Linux, or pyenv install 3.11; or set PYTHON=/path/to/python3.11"
+}
+
+@test "each Mac setup step prints its elapsed time" {
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line --regexp '^\[SETUP-M4\] step chip and memory: [0-9]+m[0-9]{2}s \(total [0-9]+m[0-9]{2}s\)$'
+  assert_line --regexp '^\[SETUP-M4\] step Python and \.venv-local/: [0-9]+m[0-9]{2}s'
+  assert_line --regexp '^\[SETUP-M4\] setup took [0-9]+m[0-9]{2}s$'
+}
+
+@test "missing data on the Mac is a WARNING with the cp command into the directory setup made" {
+  run "$REPO/scripts/setup_m4_local.sh"
+  assert_success
+  assert_line "⚠️ WARNING: the config's train_file data/processed/train.jsonl is missing: data/synthetic/final_train.jsonl, which setup links it to, does not exist"
+  assert_line "  ↳ cp /path/to/final_train.jsonl /path/to/final_validation.jsonl $REPO/data/synthetic/ (setup made that directory), then re-run scripts/setup_m4_local.sh"
+  assert_dir_exists "$REPO/data/synthetic"
+}
