@@ -49,9 +49,15 @@ UTF8_BOM = b"\xef\xbb\xbf"  # harmless: datasets reads it, so it is skipped rath
 
 # A hint per TRL data format that is not `messages`, keyed by the column that gives it away.
 OTHER_FORMATS = {
-    "conversations": "this is ShareGPT's from/value format; rename to \"messages\" with role/content turns",
     "text": "this is plain-text (language modelling) data; trainkit trains on chat examples",
     "prompt": "this is prompt/completion data; trainkit trains on chat examples",
+}
+# Formats scripts/convert_data.py converts: what the hint calls them (the command follows).
+CONVERTIBLE = {
+    "sharegpt": "this is ShareGPT data (conversations of from/value turns); convert it: ",
+    "alpaca": "this is Alpaca data (instruction/input/output); convert it: ",
+    "openai-functions": "this is OpenAI's legacy function calling (function_call, role \"function\"); convert it "
+                        "to tool_calls: ",
 }
 
 
@@ -82,12 +88,17 @@ class LengthStats:
 
 
 class BadLine(Exception):
-    """One problem with one line: what is wrong and how to fix it."""
+    """One problem with one line: what is wrong and how to fix it.
 
-    def __init__(self, what: str, hint: str):
+    `convert` names the convert_data.py format when the line is in one it converts;
+    the hint then ends with the exact command for the file.
+    """
+
+    def __init__(self, what: str, hint: str, convert: str | None = None):
         super().__init__(what)
         self.what = what
         self.hint = hint
+        self.convert = convert
 
 
 # ---------------------------------------------------------------------------
@@ -116,6 +127,10 @@ def check_example(example) -> None:
     messages = example.get("messages")
     if "messages" not in example:
         keys = ", ".join(sorted(example)) or "none"
+        fmt = "sharegpt" if "conversations" in example else "alpaca" if {"instruction", "output"} <= set(example) \
+            else None
+        if fmt:
+            raise BadLine(f'has no "messages" list (keys: {keys})', CONVERTIBLE[fmt], fmt)
         hint = next((OTHER_FORMATS[k] + "; " for k in OTHER_FORMATS if k in example), "")
         raise BadLine(f'has no "messages" list (keys: {keys})', f"{hint}write each line as {EXAMPLE_SHAPE}")
     if not isinstance(messages, list):
@@ -142,6 +157,10 @@ def check_message(index: int, message, called: set[str] | None) -> set[str] | No
     if not isinstance(message, dict):
         raise BadLine(f"{where} is {kind(message)}, not an object", 'each turn is {"role": ..., "content": ...}')
     role = message.get("role")
+    if message.get("function_call") is not None or role == "function":
+        found = "has role \"function\"" if role == "function" else "has a function_call"
+        raise BadLine(f"{where} {found}: OpenAI's legacy function calling, which chat templates do not render",
+                      CONVERTIBLE["openai-functions"], "openai-functions")
     if role not in ROLES:
         found = "has no role" if role is None else f"has role {json.dumps(role)}"
         raise BadLine(f"{where} {found}; valid roles are {', '.join(ROLES)}",
@@ -399,7 +418,12 @@ def report_bad_line(summary: FileSummary, number: int, bad: BadLine, report: Rep
         return
     more = summary.bad_lines - 1
     suffix = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
-    report.error(f"{summary.path}:{number}: {bad.what}{suffix}", bad.hint)
+    hint = bad.hint
+    if bad.convert:
+        from trainkit.convert import convert_command
+
+        hint += convert_command(summary.path, bad.convert)
+    report.error(f"{summary.path}:{number}: {bad.what}{suffix}", hint)
 
 
 def valid_examples(path: str | Path) -> Iterator[tuple[int, dict]]:
