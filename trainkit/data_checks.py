@@ -542,15 +542,6 @@ def check_token_lengths(view, paths: Iterable[str | Path | None], report: Report
     return stats
 
 
-def untrained_reason(tokenized, view) -> str:
-    if tokenized.turns and view.max_length is not None:
-        count = len(tokenized.turns)
-        turns = "its assistant turn is" if count == 1 else f"all {count} of its assistant turns are"
-        return (f"no token carries loss: {turns} cut by max_length={view.max_length} "
-                f"(the example has {tokenized.length} tokens)")
-    return "no token carries loss: the chat template marks none of its assistant text ({% generation %})"
-
-
 def report_render_failures(path, failures: list[tuple[int, Exception]], report: Report) -> None:
     if not failures:
         return
@@ -562,16 +553,22 @@ def report_render_failures(path, failures: list[tuple[int, Exception]], report: 
 
 
 def report_untrained(untrained: list, view, report: Report) -> None:
+    """One ERROR for the examples no token of which carries loss (TRL would drop them without a word)."""
     if not untrained:
         return
     path, number, tokenized = untrained[0]
     more = f" (and {len(untrained) - 1} more)" if len(untrained) > 1 else ""
-    if tokenized.turns:
-        hint = ("shorten what comes before the assistant's reply (system prompt, tools, earlier turns), raise "
-                "max_length, or drop the example; the trainer would drop it silently")
+    count = len(tokenized.turns)
+    if count and view.max_length is not None:
+        turns = "its assistant turn is" if count == 1 else f"all {count} of its assistant turns are"
+        report.error(f"{path}:{number}: no token carries loss: {turns} cut by max_length={view.max_length} "
+                     f"(the example has {tokenized.length} tokens){more}",
+                     "shorten what comes before the assistant's reply (system prompt, tools, earlier turns), raise "
+                     "max_length, or drop the example; the trainer would drop it silently")
     else:
-        hint = "put {% generation %}…{% endgeneration %} around each assistant turn in the template"
-    report.error(f"{path}:{number}: {untrained_reason(tokenized, view)}{more}", hint)
+        report.error(f"{path}:{number}: no token carries loss: the chat template marks none of its assistant text "
+                     f"with {{% generation %}}{more}",
+                     "put {% generation %}…{% endgeneration %} around each assistant turn in the template")
 
 
 def report_mask(view, tokens: int, trained: int, turns: int, turns_cut: int, report: Report) -> None:
