@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from trainkit import data_checks
 from trainkit.data_checks import check_chat_file, check_duplicates, check_token_lengths, suggest_max_length
 from trainkit.report import Report
+from trainkit.training_view import resolve_view
 
 SAMPLE = ROOT / "data" / "sample"
 TRAIN, VALIDATION = SAMPLE / "train.jsonl", SAMPLE / "validation.jsonl"
@@ -240,9 +240,18 @@ def trl_lengths(tokenizer, path) -> list[int]:
     return lengths
 
 
+def view_of(tokenizer, max_length, **sft):
+    report = Report()
+    view = resolve_view(tokenizer, SimpleNamespace(max_length=max_length, **{"assistant_only_loss": True, **sft}),
+                        report)
+    assert not report.errors, report.errors
+    return view
+
+
 def test_a_tokenizer_without_a_chat_template_is_an_error():
     report = Report()
-    check_token_lengths(SimpleNamespace(chat_template=None, name_or_path="base-model"), [TRAIN], 512, report)
+    resolve_view(SimpleNamespace(chat_template=None, name_or_path="base-model"), SimpleNamespace(max_length=512),
+                 report)
     message = only_error(report)
     assert message.startswith("base-model has no chat template")
     assert "chat_template_path" in report.errors[0].hint
@@ -252,7 +261,7 @@ def test_examples_longer_than_max_length_are_one_warning_with_a_suggested_value(
     lengths = trl_lengths(tokenizer, TRAIN) + trl_lengths(tokenizer, VALIDATION)
     over, longest = sum(n > 256 for n in lengths), max(lengths)
     report = Report()
-    stats = check_token_lengths(tokenizer, [TRAIN, VALIDATION, None], 256, report)
+    stats = check_token_lengths(view_of(tokenizer, 256), [TRAIN, VALIDATION, None], report)
     [warning] = report.warnings
     assert warning.message.startswith(
         f"{over} of 360 examples are longer than max_length=256 (longest {longest} tokens, ")
@@ -262,27 +271,24 @@ def test_examples_longer_than_max_length_are_one_warning_with_a_suggested_value(
     assert (stats.over, stats.longest, stats.suggested_max_length) == (over, longest, suggested)
 
 
-def test_the_byte_bound_changes_no_count(tokenizer, monkeypatch):
-    assert data_checks.byte_bound_holds(tokenizer)  # byte-level BPE without a normalizer
-    with_bound = check_token_lengths(tokenizer, [TRAIN], 300, Report())
-    monkeypatch.setattr(data_checks, "byte_bound_holds", lambda tok: False)
-    without = check_token_lengths(tokenizer, [TRAIN], 300, Report())
-    assert (with_bound.over, with_bound.longest) == (without.over, without.longest)
-
-
-def test_data_that_fits_gets_an_ok_line(tokenizer):
+def test_data_that_fits_gets_an_ok_line_with_the_share_of_tokens_trained(tokenizer):
     report = Report()
-    stats = check_token_lengths(tokenizer, [TRAIN], 2048, report)
+    stats = check_token_lengths(view_of(tokenizer, 2048), [TRAIN], report)
     assert not report.warnings and stats.over == 0
-    assert report.findings[-1].message == "token lengths: all 320 examples fit max_length=2048"
+    fit = f"token lengths: all 320 examples fit max_length=2048 (longest {stats.longest} tokens)"
+    assert report.findings[-1].message == fit
+    share = f"{stats.trained:,} of {stats.tokens:,} tokens trained ({100 * stats.trained / stats.tokens:.1f}%)"
+    assert report.findings[-2].message.startswith(f"loss mask: {share}, the assistant's turns only")
+    assert report.findings[-2].message.endswith(f"; 0 of {stats.turns} assistant turns cut by max_length=2048")
+    assert 0 < stats.trained < stats.tokens / 2
 
 
 def test_an_example_the_template_cannot_render_is_an_error_with_its_line(tokenizer, monkeypatch):
     template = ("{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tool turns') }}{% endif %}"
-                "{{ m.content }}{% endfor %}")
+                "{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}")
     monkeypatch.setattr(tokenizer, "chat_template", template)
     report = Report()
-    check_token_lengths(tokenizer, [TRAIN], 512, report)
+    check_token_lengths(view_of(tokenizer, 512), [TRAIN], report)
     message = only_error(report)
     assert message.startswith(f"{TRAIN}:3: the chat template cannot render this example: ")
     assert "no tool turns" in message and message.endswith("(and 143 more)")
@@ -290,7 +296,7 @@ def test_an_example_the_template_cannot_render_is_an_error_with_its_line(tokeniz
 
 def test_bad_lines_are_left_out_of_the_length_check(tokenizer, tmp_path):
     path = write(tmp_path, SAMPLE_LINES[0], "{oops", {"messages": []}, SAMPLE_LINES[1])
-    stats = check_token_lengths(tokenizer, [path], 2048, Report())
+    stats = check_token_lengths(view_of(tokenizer, 2048), [path], Report())
     assert stats.examples == 2
 
 

@@ -189,7 +189,9 @@ def parse(argv: list[str] | None = None) -> Config:
     explicit = set(values) | {a[2:].split("=")[0] for a in argv if a.startswith("--")}
     parser = _parser()
     # PEFT leaves most parameters frozen; DDP's unused-parameter search would fail on them.
-    defaults = {"use_peft": True, "report_to": "none", "ddp_find_unused_parameters": False}
+    # Loss on the assistant's turns only: system prompts, tool schemas and tool results are context.
+    defaults = {"use_peft": True, "report_to": "none", "ddp_find_unused_parameters": False,
+                "assistant_only_loss": True}
     defaults.update({k: v for k, v in device_defaults(device).items() if k not in explicit})
     parser.set_defaults(**defaults)
     leftover = parser.set_defaults_with_config(**values)

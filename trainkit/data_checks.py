@@ -10,7 +10,8 @@ with a hint, into a `trainkit.report.Report`:
     validation = check_chat_file("data/processed/validation.jsonl", "validation_file", report)
     if not report.errors:
         check_duplicates(train, validation, report)
-        check_token_lengths(tokenizer, [train.path, validation.path], 2048, report)
+        view = resolve_view(tokenizer, config.sft, report)   # trainkit.training_view
+        check_token_lengths(view, [train.path, validation.path], report)
 
 A file gets at most one ERROR (its first bad line, plus how many more there are), so
 one bad input is one ERROR line. Only `messages` chat data is accepted: it is what
@@ -48,9 +49,15 @@ UTF8_BOM = b"\xef\xbb\xbf"  # harmless: datasets reads it, so it is skipped rath
 
 # A hint per TRL data format that is not `messages`, keyed by the column that gives it away.
 OTHER_FORMATS = {
-    "conversations": "this is ShareGPT's from/value format; rename to \"messages\" with role/content turns",
     "text": "this is plain-text (language modelling) data; trainkit trains on chat examples",
     "prompt": "this is prompt/completion data; trainkit trains on chat examples",
+}
+# Formats scripts/convert_data.py converts: what the hint calls them (the command follows).
+CONVERTIBLE = {
+    "sharegpt": "this is ShareGPT data (conversations of from/value turns); convert it: ",
+    "alpaca": "this is Alpaca data (instruction/input/output); convert it: ",
+    "openai-functions": "this is OpenAI's legacy function calling (function_call, role \"function\"); convert it "
+                        "to tool_calls: ",
 }
 
 
@@ -67,21 +74,31 @@ class FileSummary:
     hashes: list[tuple[int, bytes]] = field(default_factory=list)  # (line, digest) per valid example, file order
 
 
-@dataclass(frozen=True)
+@dataclass
 class LengthStats:
     examples: int
     over: int
-    longest: int | None  # None when the byte bound proved every example fits without tokenizing it
+    longest: int | None  # tokens of the longest example, before truncation
     suggested_max_length: int | None
+    tokens: int = 0  # after truncation
+    trained: int = 0  # tokens that carry loss
+    turns: int = 0  # assistant turns
+    turns_cut: int = 0  # assistant turns not wholly within max_length
+    untrained: list[tuple[str, int]] = field(default_factory=list)  # (path, line) of examples that train nothing
 
 
 class BadLine(Exception):
-    """One problem with one line: what is wrong and how to fix it."""
+    """One problem with one line: what is wrong and how to fix it.
 
-    def __init__(self, what: str, hint: str):
+    `convert` names the convert_data.py format when the line is in one it converts;
+    the hint then ends with the exact command for the file.
+    """
+
+    def __init__(self, what: str, hint: str, convert: str | None = None):
         super().__init__(what)
         self.what = what
         self.hint = hint
+        self.convert = convert
 
 
 # ---------------------------------------------------------------------------
@@ -110,6 +127,10 @@ def check_example(example) -> None:
     messages = example.get("messages")
     if "messages" not in example:
         keys = ", ".join(sorted(example)) or "none"
+        fmt = "sharegpt" if "conversations" in example else "alpaca" if {"instruction", "output"} <= set(example) \
+            else None
+        if fmt:
+            raise BadLine(f'has no "messages" list (keys: {keys})', CONVERTIBLE[fmt], fmt)
         hint = next((OTHER_FORMATS[k] + "; " for k in OTHER_FORMATS if k in example), "")
         raise BadLine(f'has no "messages" list (keys: {keys})', f"{hint}write each line as {EXAMPLE_SHAPE}")
     if not isinstance(messages, list):
@@ -136,6 +157,10 @@ def check_message(index: int, message, called: set[str] | None) -> set[str] | No
     if not isinstance(message, dict):
         raise BadLine(f"{where} is {kind(message)}, not an object", 'each turn is {"role": ..., "content": ...}')
     role = message.get("role")
+    if message.get("function_call") is not None or role == "function":
+        found = "has role \"function\"" if role == "function" else "has a function_call"
+        raise BadLine(f"{where} {found}: OpenAI's legacy function calling, which chat templates do not render",
+                      CONVERTIBLE["openai-functions"], "openai-functions")
     if role not in ROLES:
         found = "has no role" if role is None else f"has role {json.dumps(role)}"
         raise BadLine(f"{where} {found}; valid roles are {', '.join(ROLES)}",
@@ -393,7 +418,12 @@ def report_bad_line(summary: FileSummary, number: int, bad: BadLine, report: Rep
         return
     more = summary.bad_lines - 1
     suffix = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
-    report.error(f"{summary.path}:{number}: {bad.what}{suffix}", bad.hint)
+    hint = bad.hint
+    if bad.convert:
+        from trainkit.convert import convert_command
+
+        hint += convert_command(summary.path, bad.convert)
+    report.error(f"{summary.path}:{number}: {bad.what}{suffix}", hint)
 
 
 def valid_examples(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -404,6 +434,21 @@ def valid_examples(path: str | Path) -> Iterator[tuple[int, dict]]:
                 yield number, parse_line(raw)
             except BadLine:
                 continue
+
+
+def check_string_arguments(paths: Iterable[str | Path | None], report: Report) -> None:
+    """OK line saying how many tool calls give their arguments as a JSON string (they train as objects)."""
+    from trainkit.data import string_arguments
+
+    count = examples = 0
+    for path in (p for p in paths if p is not None and Path(p).is_file()):
+        for _, example in valid_examples(path):
+            found = string_arguments(example)
+            count += found
+            examples += bool(found)
+    if count:
+        report.ok(f"{count} tool call(s) in {examples} example(s) give arguments as a JSON string: "
+                  "parsed into objects, so the model learns to emit objects")
 
 
 # ---------------------------------------------------------------------------
@@ -452,83 +497,49 @@ def check_overlap(train: FileSummary, validation: FileSummary, report: Report) -
 # ---------------------------------------------------------------------------
 # Token lengths
 
-RENDER_BATCH = 1024
+def check_token_lengths(view, paths: Iterable[str | Path | None], report: Report) -> LengthStats:
+    """Tokenize every valid example as the trainer will (trainkit.training_view) and report on it.
 
+    ERROR for an example that trains no token (every assistant turn cut by max_length, or
+    a template that marks none): TRL would drop it without a word. WARNING for examples
+    longer than max_length. OK with the share of tokens that carry loss.
+    """
+    from trainkit.training_view import tokenized_file
 
-def check_token_lengths(tokenizer, paths: Iterable[str | Path | None], max_length: int | None,
-                        report: Report) -> LengthStats | None:
-    """Render every valid example as TRL does and WARN about those longer than max_length."""
-    if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-        report.error(f"{name} has no chat template, so chat examples cannot be rendered",
-                     "use an instruct/chat model, or set chat_template_path to a .jinja template")
-        return None
-    bounded = max_length is not None and byte_bound_holds(tokenizer)
+    max_length = view.max_length
     over: list[tuple[int, str, int]] = []  # (tokens, path, line) for each example over max_length
     longest: tuple[int, str, int] | None = None
-    total = skipped = unrendered = 0
+    untrained: list[tuple[str, int, object]] = []
+    total = unrendered = tokens = trained = turns = turns_cut = 0
     for path in (p for p in paths if p is not None and Path(p).is_file()):
         failures: list[tuple[int, Exception]] = []
-        for number, tokens in templated_lengths(tokenizer, path, max_length if bounded else None, failures):
-            total += 1
-            if tokens is None:
-                skipped += 1
+        for number, _, result in tokenized_file(view, path):
+            if isinstance(result, Exception):
+                failures.append((number, result))
                 continue
-            if longest is None or tokens > longest[0]:
-                longest = (tokens, str(path), number)
-            if max_length is not None and tokens > max_length:
-                over.append((tokens, str(path), number))
+            total += 1
+            tokens += result.tokens
+            trained += result.trained
+            turns += len(result.turns)
+            turns_cut += result.turns_cut
+            if not result.trained:
+                untrained.append((str(path), number, result))
+            if longest is None or result.length > longest[0]:
+                longest = (result.length, str(path), number)
+            if max_length is not None and result.length > max_length:
+                over.append((result.length, str(path), number))
         report_render_failures(path, failures, report)
         unrendered += len(failures)
-    if skipped and not over:
-        longest = None  # an example never tokenized may be the longest; all we know is that it fits
+    report_untrained(untrained, view, report)
+    if not unrendered:  # counts that leave examples out would mislead
+        report_mask(view, tokens, trained, turns, turns_cut, report)
     if unrendered and not over:
-        return LengthStats(total, 0, longest[0] if longest else None, None)  # "all fit" would be untrue
-    return report_lengths(total, over, longest, max_length, report)
-
-
-def byte_bound_holds(tokenizer) -> bool:
-    """Whether this tokenizer can never give more tokens than the text has UTF-8 bytes.
-
-    Byte-level BPE maps each byte to one symbol and merges only shrink the count; an
-    added token stands for at least one byte. A normalizer could lengthen the text and
-    a prefix space adds a byte, so either rules the bound out; other tokenizer models
-    (SentencePiece/Unigram, WordPiece) are tokenized in full.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or type(backend.model).__name__ != "BPE" or backend.normalizer is not None:
-        return False
-    try:
-        state = json.loads(backend.pre_tokenizer.__getstate__())
-    except (AttributeError, TypeError, ValueError):
-        return False
-    byte_levels = [p for p in state.get("pretokenizers", [state]) if p.get("type") == "ByteLevel"]
-    return bool(byte_levels) and not any(p.get("add_prefix_space") for p in byte_levels)
-
-
-def templated_lengths(tokenizer, path, byte_limit: int | None,
-                      failures: list[tuple[int, Exception]]) -> Iterator[tuple[int, int | None]]:
-    """(line, tokens) per valid example; tokens is None where the text is provably within byte_limit.
-
-    Examples the template cannot render go into `failures` instead.
-    """
-    pending: list[tuple[int, str]] = []
-    for number, example in valid_examples(path):
-        try:
-            text = render(tokenizer, example)
-        except Exception as exc:  # a template may raise anything (raise_exception, UndefinedError, TypeError)
-            failures.append((number, exc))
-            continue
-        # Tokenizing costs more than rendering, and most examples are short enough
-        # that their byte count alone proves they fit.
-        if byte_limit is not None and len(text.encode()) <= byte_limit:
-            yield number, None
-            continue
-        pending.append((number, text))
-        if len(pending) >= RENDER_BATCH:
-            yield from counted(tokenizer, pending)
-            pending.clear()
-    yield from counted(tokenizer, pending)
+        stats = LengthStats(total, 0, longest[0] if longest else None, None)  # "all fit" would be untrue
+    else:
+        stats = report_lengths(total, over, longest, max_length, report)
+    stats.tokens, stats.trained, stats.turns, stats.turns_cut = tokens, trained, turns, turns_cut
+    stats.untrained = [(path, number) for path, number, _ in untrained]
+    return stats
 
 
 def report_render_failures(path, failures: list[tuple[int, Exception]], report: Report) -> None:
@@ -541,29 +552,36 @@ def report_render_failures(path, failures: list[tuple[int, Exception]], report: 
                  "fix the example or the template; TRL would fail on it after loading the model")
 
 
-def counted(tokenizer, pending: list[tuple[int, str]]) -> list[tuple[int, int]]:
-    if not pending:
-        return []
-    numbers, texts = zip(*pending, strict=True)
-    return list(zip(numbers, count_tokens(tokenizer, list(texts)), strict=True))
+def report_untrained(untrained: list, view, report: Report) -> None:
+    """One ERROR for the examples no token of which carries loss (TRL would drop them without a word)."""
+    if not untrained:
+        return
+    path, number, tokenized = untrained[0]
+    more = f" (and {len(untrained) - 1} more)" if len(untrained) > 1 else ""
+    count = len(tokenized.turns)
+    if count and view.max_length is not None:
+        turns = "its assistant turn is" if count == 1 else f"all {count} of its assistant turns are"
+        report.error(f"{path}:{number}: no token carries loss: {turns} cut by max_length={view.max_length} "
+                     f"(the example has {tokenized.length} tokens){more}",
+                     "shorten what comes before the assistant's reply (system prompt, tools, earlier turns), raise "
+                     "max_length, or drop the example; the trainer would drop it silently")
+    else:
+        report.error(f"{path}:{number}: no token carries loss: the chat template marks none of its assistant text "
+                     f"with {{% generation %}}{more}",
+                     "put {% generation %}…{% endgeneration %} around each assistant turn in the template")
 
 
-def render(tokenizer, example: dict) -> str:
-    """The text TRL's SFTTrainer tokenizes for this example (see trl.data_utils._tokenize)."""
-    tools = example.get("tools")
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    extra = example.get("chat_template_kwargs") or {}
-    return tokenizer.apply_chat_template(example["messages"], tools=tools, tokenize=False, **extra)
-
-
-def count_tokens(tokenizer, texts: list[str]) -> list[int]:
-    # apply_chat_template(tokenize=True) tokenizes its rendering with add_special_tokens=False;
-    # the backend's batch call gives the same ids without building offsets and masks.
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        return [len(encoding) for encoding in encode(texts, add_special_tokens=False)]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def report_mask(view, tokens: int, trained: int, turns: int, turns_cut: int, report: Report) -> None:
+    if not tokens:
+        return
+    share = f"{trained:,} of {tokens:,} tokens trained ({100 * trained / tokens:.1f}%)"
+    if view.assistant_only_loss:
+        what = f"loss mask: {share}, the assistant's turns only ({view.template_source})"
+    else:
+        what = f"loss mask: {share}: whole conversations (assistant_only_loss is false)"
+    if view.max_length is not None and turns:
+        what += f"; {turns_cut} of {turns} assistant turns cut by max_length={view.max_length}"
+    report.ok(what)
 
 
 def report_lengths(total: int, over: list[tuple[int, str, int]], longest: tuple[int, str, int] | None,

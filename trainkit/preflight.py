@@ -192,7 +192,8 @@ def preflight(config, report: Report, *, data: bool = True) -> None:
 
 
 def check_data(source: ModelSource, config, report: Report) -> None:
-    from trainkit.data_checks import check_chat_file, check_duplicates, check_token_lengths
+    from trainkit.data_checks import check_chat_file, check_duplicates, check_string_arguments, check_token_lengths
+    from trainkit.training_view import resolve_view
 
     args = config.trainkit
     train = check_chat_file(args.train_file, "train_file", report)
@@ -200,10 +201,11 @@ def check_data(source: ModelSource, config, report: Report) -> None:
     if report.errors:
         return
     check_duplicates(train, validation, report)
+    check_string_arguments([args.train_file, args.validation_file], report)
     tokenizer = load_tokenizer(source, report)
-    if tokenizer is not None and config.sft.max_length:
-        paths = [args.train_file] + ([args.validation_file] if args.validation_file else [])
-        check_token_lengths(tokenizer, paths, config.sft.max_length, report)
+    view = resolve_view(tokenizer, config.sft, report) if tokenizer is not None else None
+    if view is not None:
+        check_token_lengths(view, [args.train_file, args.validation_file], report)
 
 
 def check_memory_and_disk(model, source: ModelSource, config, report: Report) -> None:

@@ -1,0 +1,93 @@
+"""convert_data.py: ShareGPT (glaive/LLaMA-Factory), Alpaca and OpenAI data into trainkit's messages format.
+
+tests/corpus/convert holds one small file per format (rows taken from LLaMA-Factory's demo
+data and OpenAI's fine-tuning format, with the nulls exports write) and, next to each, the
+expected output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, load_script
+from trainkit.convert import convert_command, detect
+from trainkit.data_checks import check_chat_file
+from trainkit.report import Report
+
+CORPUS = ROOT / "tests" / "corpus" / "convert"
+CASES = {  # input file: (detected format, skipped lines)
+    "sharegpt_glaive_toolcall.jsonl": ("sharegpt", [4]),
+    "alpaca.jsonl": ("alpaca", []),
+    "openai_functions.jsonl": ("openai-functions", []),
+    "openai_string_arguments.jsonl": ("openai", [3]),
+}
+convert_data = load_script("convert_data")
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_format_converts_to_the_expected_messages_and_round_trips(name, tmp_path, capfd):
+    fmt, skipped = CASES[name]
+    source, target = CORPUS / name, tmp_path / name
+    assert detect(rows(source)[0]) == fmt
+    assert convert_data.main([str(source), str(target)]) == 0
+    out = capfd.readouterr().out
+    expected = rows(CORPUS / name.replace(".jsonl", ".expected.jsonl"))
+    assert rows(target) == expected
+    assert f"({fmt}) -> {target}: {len(expected)} converted, {len(skipped)} skipped" in out
+    # the output is data trainkit accepts as it is ...
+    report = Report()
+    assert check_chat_file(target, "train_file", report).examples == len(expected) and not report.errors
+    # ... and converting it again changes nothing
+    again = tmp_path / "again.jsonl"
+    assert convert_data.main([str(target), str(again)]) == 0
+    assert rows(again) == expected
+
+
+@pytest.mark.parametrize("name", [n for n, (_, skipped) in CASES.items() if skipped])
+def test_a_line_that_cannot_be_converted_is_named_counted_and_kept_aside(name, tmp_path, capfd):
+    _, skipped = CASES[name]
+    target = tmp_path / "out.jsonl"
+    convert_data.main([str(CORPUS / name), str(target)])
+    out = capfd.readouterr().out
+    for line in skipped:
+        assert f"{CORPUS / name}:{line}: skipped: " in out
+    assert f"⚠️ WARNING: {CORPUS / name}: {len(skipped)} of " in out
+    aside = rows(tmp_path / "out.jsonl.skipped.jsonl")
+    assert [r["line"] for r in aside] == skipped and all(r["reason"] and r["raw"] for r in aside)
+
+
+def test_tool_arguments_and_tools_strings_become_objects():
+    converted = rows(CORPUS / "sharegpt_glaive_toolcall.expected.jsonl")[2]
+    call = converted["messages"][2]["tool_calls"][0]["function"]
+    assert call == {"name": "calculate_discount", "arguments": {"original_price": 200, "discount_percentage": 20}}
+    assert converted["tools"][0]["type"] == "function" and converted["tools"][0]["function"]["name"]
+    assert converted["id"] == "sg-3", "keys the format does not use are kept"
+
+
+def test_a_forced_format_that_does_not_match_skips_every_line_and_is_an_error(tmp_path, capfd):
+    code = convert_data.main([str(CORPUS / "alpaca.jsonl"), str(tmp_path / "o.jsonl"), "--from", "sharegpt"])
+    out = capfd.readouterr().out
+    assert code == 1 and "alpaca.jsonl:1: skipped: is not sharegpt data (keys: input, instruction, output)" in out
+    assert out.rstrip().splitlines()[-2].startswith("❌ ERROR: ")
+
+
+def test_unknown_data_is_one_error_naming_the_formats(tmp_path, capfd):
+    source = tmp_path / "x.jsonl"
+    source.write_text('{"question": "q", "answer": "a"}\n')
+    assert convert_data.main([str(source), str(tmp_path / "o.jsonl")]) == 1
+    assert "pass --from with one of sharegpt, alpaca, openai-functions, openai" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("name,fmt", [("sharegpt_glaive_toolcall.jsonl", "sharegpt"), ("alpaca.jsonl", "alpaca"),
+                                      ("openai_functions.jsonl", "openai-functions")])
+def test_the_validator_names_the_exact_convert_command_for_a_foreign_format(name, fmt, tmp_path):
+    report = Report()
+    check_chat_file(CORPUS / name, "train_file", report)
+    [error] = report.errors
+    assert convert_command(CORPUS / name, fmt) in error.hint
