@@ -330,7 +330,7 @@ class EvalCallback(TrainerCallback):
             self.warn(f"evaluation took {share:.0%} of the training time so far "
                       f"({self.eval_seconds:.1f} s of {elapsed:.1f} s)",
                       f"lower tool_eval_samples (now {len(self.conversations)}) or tool_eval_max_new_tokens "
-                      f"(now {self.max_new_tokens}), or raise eval_steps")
+                      f"(now {self.max_new_tokens}), raise eval_steps, or evaluate on a smaller validation_file")
 
 
 def eval_line(block: dict, max_steps: int, loss_seconds: float, result: ToolEval | None) -> str:
