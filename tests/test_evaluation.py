@@ -162,3 +162,48 @@ def test_evaluate_refuses_bad_input_with_one_error_line_and_exit_1(capsys, argv,
     assert code == 1
     lines = stdout.splitlines()
     assert lines[-2] == expected and lines[-1].startswith("  ↳ ")
+
+
+class FakeTokenizer:
+    chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_a_chat_template_without_a_known_call_format_turns_the_figures_off_with_a_warning(tmp_path):
+    from trainkit.status import RunStatus
+
+    warnings = []
+    conversations = evaluation.sample(evaluation.read_conversations(VALIDATION), 2)
+    callback = evaluation.EvalCallback(RunStatus(tmp_path), "TRAINING-CPU", lambda *a: warnings.append(a),
+                                       conversations=conversations, max_new_tokens=8, verbose=False)
+    callback.on_train_begin(None, None, None, processing_class=FakeTokenizer())
+    assert callback.parser is None
+    assert warnings[0][0] == ("the chat template renders no tool-call format trainkit can parse: "
+                              "tool-call figures are off")
+    state = type("State", (), {"global_step": 6, "max_steps": 8})()
+    metrics = {"eval_loss": 2.5, "eval_runtime": 0.4}
+    callback.on_evaluate(None, state, None, metrics=metrics, model=object(), processing_class=FakeTokenizer())
+    block = read_json(tmp_path / "status.json")["eval"]
+    assert block["step"] == 6 and block["eval_loss"] == 2.5 and "tool_call_parse_rate" not in block
+    jsonschema.validate(read_json(tmp_path / "status.json"), schema("status.schema.json"))
+
+
+def test_ranks_other_than_zero_neither_generate_nor_write(tmp_path, monkeypatch):
+    from trainkit.status import RunStatus
+
+    monkeypatch.setenv("RANK", "1")
+    callback = evaluation.EvalCallback(RunStatus(tmp_path, enabled=False), "TRAINING-CPU", print,
+                                       conversations=[], max_new_tokens=8, verbose=False)
+    state = type("State", (), {"global_step": 6, "max_steps": 8})()
+    callback.on_evaluate(None, state, None, metrics={"eval_loss": 1.0}, model=None, processing_class=None)
+    assert not (tmp_path / "status.json").exists() and callback.eval_seconds == 0.0
+
+
+def test_a_stop_request_ends_generation_before_the_next_batch(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    conversations = evaluation.sample(evaluation.read_conversations(VALIDATION), 2)
+    assert evaluation.evaluate(model, tokenizer, conversations, max_new_tokens=4, should_stop=lambda: True) is None
+    result = evaluation.evaluate(model, tokenizer, conversations, max_new_tokens=4)
+    assert result.family == "hermes" and len(result.results) == result.figures.turns > 0
