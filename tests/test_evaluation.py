@@ -175,7 +175,8 @@ def test_a_chat_template_without_a_known_call_format_turns_the_figures_off_with_
     conversations = evaluation.sample(evaluation.read_conversations(VALIDATION), 2)
     callback = evaluation.EvalCallback(RunStatus(tmp_path), "TRAINING-CPU", lambda *a: warnings.append(a),
                                        conversations=conversations, max_new_tokens=8, verbose=False)
-    callback.on_train_begin(None, None, None, processing_class=FakeTokenizer())
+    state = type("State", (), {"global_step": 0, "max_steps": 8})()
+    callback.on_train_begin(None, state, None, processing_class=FakeTokenizer())
     assert callback.parser is None
     assert warnings[0][0] == ("the chat template renders no tool-call format trainkit can parse: "
                               "tool-call figures are off")

@@ -290,11 +290,13 @@ class EvalCallback(TrainerCallback):
         self.main = is_main_process()
         self.parser = None
         self.t0 = None
+        self.first_step = 0
         self.eval_seconds = 0.0
         self.warned_share = False
 
     def on_train_begin(self, args, state, control, processing_class=None, **kwargs):
         self.t0 = time.time()
+        self.first_step = state.global_step
         if self.conversations and self.main:
             self.parser = toolcalls.parser_for(getattr(processing_class, "chat_template", None))
             if self.parser is None:
@@ -325,7 +327,8 @@ class EvalCallback(TrainerCallback):
             log_to_wandb(block, result.rows() if result else [], state.global_step)
         if self.verbose:
             protocol.section(self.tag, eval_line(block, state.max_steps, loss_seconds, result))
-        if share > SHARE_WARNING and not self.warned_share:
+        # eval_on_start has no training time to compare with yet.
+        if share > SHARE_WARNING and state.global_step > self.first_step and not self.warned_share:
             self.warned_share = True
             self.warn(f"evaluation took {share:.0%} of the training time so far "
                       f"({self.eval_seconds:.1f} s of {elapsed:.1f} s)",
