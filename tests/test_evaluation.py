@@ -208,3 +208,17 @@ def test_a_stop_request_ends_generation_before_the_next_batch(tiny_model):
     assert evaluation.evaluate(model, tokenizer, conversations, max_new_tokens=4, should_stop=lambda: True) is None
     result = evaluation.evaluate(model, tokenizer, conversations, max_new_tokens=4)
     assert result.family == "hermes" and len(result.results) == result.figures.turns > 0
+
+
+def test_a_resumed_run_keeps_its_latest_evaluation_in_status_json(eval_run, tmp_path):
+    from trainkit.config import parse
+    from trainkit.status import RunStatus
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "events.jsonl").write_bytes((eval_run[0] / "events.jsonl").read_bytes())
+    status = RunStatus(out)
+    config = parse(["--config", str(SMOKE), "--output_dir", str(out), "--eval_strategy", "steps"])
+    evaluation.eval_callbacks(config, status, print, lambda: False, verbose=False)
+    status.update(state="running")
+    assert read_json(out / "status.json")["eval"] == read_json(eval_run[0] / "status.json")["eval"]

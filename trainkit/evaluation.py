@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 
 from trainkit import protocol, toolcalls
 from trainkit.errors import DataError, TrainkitError
-from trainkit.status import RunStatus, is_main_process
+from trainkit.status import EVENTS_FILE, RunStatus, is_main_process
 
 SAMPLE_SEED = 0  # the same conversations at every evaluation, and in scripts/evaluate.py
 GENERATION_BATCH_SIZE = 8
@@ -372,8 +372,31 @@ def log_to_wandb(block: dict, rows: list[dict], step: int) -> None:
     run.log({**logged, "train/global_step": step})
 
 
+def last_eval(output_dir: Path) -> dict | None:
+    """The newest eval event of earlier launches, as status.json's eval block."""
+    try:
+        lines = (Path(output_dir) / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "eval":
+            return {k: v for k, v in event.items() if k not in ("time", "event")}
+    return None
+
+
 def eval_callbacks(config, status: RunStatus, warn, should_stop: Callable[[], bool], verbose: bool) -> list:
-    """The callback when the run evaluates (eval_strategy is not "no"), with its fixed sample of conversations."""
+    """The callback when the run evaluates (eval_strategy is not "no"), with its fixed sample of conversations.
+
+    A resumed run keeps showing its latest evaluation in status.json until the next one.
+    """
+    if status.enabled and "eval" not in status.data:
+        previous = last_eval(status.output_dir)
+        if previous:
+            status.data["eval"] = previous
     strategy = getattr(config.sft.eval_strategy, "value", config.sft.eval_strategy)
     if strategy == "no":
         return []
