@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from conftest import PYTHON, ROOT, SMOKE, Run, base_env, check_log, load_script, read_json
-from trainkit import evaluation
+from trainkit import eval_callback, evaluation
 from trainkit.toolcalls import FIGURES
 
 VALIDATION = ROOT / "data" / "sample" / "validation.jsonl"
@@ -111,8 +111,8 @@ def test_evaluation_is_off_unless_the_config_evaluates(tmp_path):
 
     status = RunStatus(tmp_path, enabled=False)
     argv = ["--config", str(SMOKE), "--output_dir", str(tmp_path / "out")]
-    assert evaluation.eval_callbacks(parse(argv), status, print, lambda: False, verbose=False) == []
-    (callback,) = evaluation.eval_callbacks(parse([*argv, "--eval_strategy", "steps"]), status, print, lambda: False,
+    assert eval_callback.eval_callbacks(parse(argv), status, print, lambda: False, verbose=False) == []
+    (callback,) = eval_callback.eval_callbacks(parse([*argv, "--eval_strategy", "steps"]), status, print, lambda: False,
                                             verbose=False)
     assert len(callback.conversations) == 16 and callback.max_new_tokens == 128
 
@@ -173,7 +173,7 @@ def test_a_chat_template_without_a_known_call_format_turns_the_figures_off_with_
 
     warnings = []
     conversations = evaluation.sample(evaluation.read_conversations(VALIDATION), 2)
-    callback = evaluation.EvalCallback(RunStatus(tmp_path), "TRAINING-CPU", lambda *a: warnings.append(a),
+    callback = eval_callback.EvalCallback(RunStatus(tmp_path), "TRAINING-CPU", lambda *a: warnings.append(a),
                                        conversations=conversations, max_new_tokens=8, verbose=False)
     state = type("State", (), {"global_step": 0, "max_steps": 8})()
     callback.on_train_begin(None, state, None, processing_class=FakeTokenizer())
@@ -192,7 +192,7 @@ def test_ranks_other_than_zero_neither_generate_nor_write(tmp_path, monkeypatch)
     from trainkit.status import RunStatus
 
     monkeypatch.setenv("RANK", "1")
-    callback = evaluation.EvalCallback(RunStatus(tmp_path, enabled=False), "TRAINING-CPU", print,
+    callback = eval_callback.EvalCallback(RunStatus(tmp_path, enabled=False), "TRAINING-CPU", print,
                                        conversations=[], max_new_tokens=8, verbose=False)
     state = type("State", (), {"global_step": 6, "max_steps": 8})()
     callback.on_evaluate(None, state, None, metrics={"eval_loss": 1.0}, model=None, processing_class=None)
@@ -219,6 +219,6 @@ def test_a_resumed_run_keeps_its_latest_evaluation_in_status_json(eval_run, tmp_
     (out / "events.jsonl").write_bytes((eval_run[0] / "events.jsonl").read_bytes())
     status = RunStatus(out)
     config = parse(["--config", str(SMOKE), "--output_dir", str(out), "--eval_strategy", "steps"])
-    evaluation.eval_callbacks(config, status, print, lambda: False, verbose=False)
+    eval_callback.eval_callbacks(config, status, print, lambda: False, verbose=False)
     status.update(state="running")
     assert read_json(out / "status.json")["eval"] == read_json(eval_run[0] / "status.json")["eval"]

@@ -156,7 +156,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
                                 estimate_after=config.trainkit.estimate_after_steps)
 
     from trainkit.divergence import LossDiverged
-    from trainkit.evaluation import eval_callbacks
+    from trainkit.eval_callback import eval_callbacks
     from trainkit.trainer import build_trainer
 
     evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
