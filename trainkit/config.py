@@ -60,6 +60,14 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    tool_eval_samples: int = field(
+        default=16,
+        metadata={"help": "Validation conversations whose assistant turns are generated and scored for tool calls "
+                  "at each evaluation (0 turns it off; eval loss is always reported)."},
+    )
+    tool_eval_max_new_tokens: int = field(
+        default=128, metadata={"help": "Most tokens generated per assistant turn in the tool-call evaluation."}
+    )
 
 
 @dataclass
@@ -272,5 +280,8 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     move_hub_token(sft)
+    if trainkit_args.tool_eval_samples < 0 or trainkit_args.tool_eval_max_new_tokens < 1:
+        raise ConfigError("tool_eval_samples must be 0 (off) or more, and tool_eval_max_new_tokens at least 1",
+                          "use the defaults of 16 and 128")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.
     sft.output_dir = str(Path(sft.output_dir or "outputs/run").resolve())

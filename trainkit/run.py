@@ -162,9 +162,11 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
                                 estimate_after=config.trainkit.estimate_after_steps)
 
     from trainkit.divergence import LossDiverged
+    from trainkit.eval_callback import eval_callbacks
     from trainkit.trainer import build_trainer
 
-    trainer = build_trainer(config, data, [callback], faults)
+    evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
+    trainer = build_trainer(config, data, [callback, *evaluators], faults)
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
