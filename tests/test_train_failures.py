@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import base_env, copy_run, finish, read_json, run_train, start_train, wait_for
+from conftest import (
+    ROOT,
+    Run,
+    base_env,
+    check_log,
+    copy_run,
+    finish,
+    read_json,
+    run_train,
+    start_train,
+    train_cmd,
+    wait_for,
+)
 from trainkit import checkpoints
 
 
@@ -118,3 +132,40 @@ def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_state(runs_dir):
     assert checkpoints.problems(good) == []
     weights = load_file(good.path / "adapter_model.safetensors")
     assert all(math.isfinite(v) for t in weights.values() for v in t.flatten().tolist())
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("Qwen/Qwen2.5-7B-Instruc", "it cannot be checked or downloaded (did you mean Qwen/Qwen2.5-7B-Instruct?)"),
+        ("Qwen/Qwen2.5-7B-Instruct", "its weights cannot be downloaded"),
+    ],
+)
+def test_a_model_neither_cached_nor_reachable_is_exit_1_before_training(tmp_path, model, error):
+    out = tmp_path / "out"
+    run = run_train(out, "--model_name_or_path", model, "--max_steps", "4")
+    assert run.returncode == 1, run.output[-3000:]
+    errors = [line for line in run.lines if line.startswith("❌ ERROR:")]
+    assert len(errors) == 1 and errors[0].startswith(f"❌ ERROR: model {model} is not in the local HF cache")
+    assert errors[0].endswith(error)
+    assert not (out / "resume_metadata.json").exists(), "an input error is not a start the crash-loop count sees"
+
+
+def test_a_config_directory_is_exit_1_and_writes_no_log_where_it_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs")], cwd=tmp_path,
+                          env=base_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"❌ ERROR: --config {ROOT / 'configs'} is a directory, not a config file" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_dir_that_cannot_be_created_is_exit_1_without_a_traceback(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run(train_cmd(blocker / "run", "--max_steps", "4"), cwd=ROOT, env=base_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    run = check_log(Run(proc.returncode, proc.stdout, blocker))
+    assert run.returncode == 1, run.output[-3000:]
+    assert [line for line in run.lines if line.startswith("❌ ERROR:")] == [
+        f"❌ ERROR: output_dir {blocker / 'run'} cannot be created: {blocker} is a file, not a directory"]

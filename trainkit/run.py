@@ -122,7 +122,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     from trainkit.report import Report
 
     report = Report("PREFLIGHT")
-    preflight(config, report)
+    preflight(config, report, training=True)
     if main_proc:
         report.print_findings()
     if report.errors:
