@@ -169,3 +169,34 @@ def test_an_output_dir_that_cannot_be_created_is_exit_1_without_a_traceback(tmp_
     assert run.returncode == 1, run.output[-3000:]
     assert [line for line in run.lines if line.startswith("❌ ERROR:")] == [
         f"❌ ERROR: output_dir {blocker / 'run'} cannot be created: {blocker} is a file, not a directory"]
+
+
+def test_a_failing_status_write_is_one_warning_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from trainkit import status as status_module
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(status_module, "write_json_atomic", disk_full)
+    status = status_module.RunStatus(tmp_path)
+    for step in range(3):
+        status.update(step=step)
+        status.event("log", loss=1.0)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("⚠️ WARNING:")]
+    assert warnings == ["⚠️ WARNING: cannot write status.json (No space left on device): training continues "
+                        "without status updates"]
+    assert status.data["step"] == 2
+    assert (tmp_path / "events.jsonl").read_text().count('"log"') == 3, "events.jsonl is written on its own"
+
+
+def test_a_run_whose_status_files_cannot_be_written_still_completes(tmp_path):
+    out = tmp_path / "out"
+    run = run_train(out, "--max_steps", "3", "--save_steps", "100",
+                    env=base_env(TRAINKIT_FAULT_STATUS_WRITE_ERROR=1))
+    assert run.returncode == 0, run.output[-3000:]
+    assert [line for line in run.lines if line.startswith("⚠️ WARNING: cannot write")] == [
+        "⚠️ WARNING: cannot write status.json (No space left on device): training continues without status updates"]
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+    assert not (out / "status.json").exists()

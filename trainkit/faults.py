@@ -4,6 +4,7 @@
     TRAINKIT_FAULT_NAN_AT_STEP=3     make step 3's loss NaN (divergence guard, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
     TRAINKIT_FAULT_ONCE=/tmp/marker  the crash fires only while this file is absent, and creates it
+    TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.status)
 
 Unset in production; the code paths they reach are the production ones.
 """
