@@ -56,3 +56,17 @@ def read_json_or_none(path):
         return read_json(path)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def test_only_rank_0_records_the_wandb_run_id(tmp_path, monkeypatch):
+    from trainkit import tracking
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_DIR", "WANDB_SILENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    tracking.prepare_wandb(tmp_path, "weatherman", ["wandb"])
+    assert not (tmp_path / tracking.RUN_FILE).exists()
+    monkeypatch.setenv("RANK", "0")
+    run_id = tracking.prepare_wandb(tmp_path, "weatherman", ["wandb"])
+    assert read_json(tmp_path / tracking.RUN_FILE)["run_id"] == run_id

@@ -200,3 +200,21 @@ def test_a_run_whose_status_files_cannot_be_written_still_completes(tmp_path):
         "⚠️ WARNING: cannot write status.json (No space left on device): training continues without status updates"]
     assert (out / "final" / "adapter_model.safetensors").is_file()
     assert not (out / "status.json").exists()
+
+
+def test_resuming_with_another_learning_rate_is_exit_1_listing_the_change(smoke_run, tmp_path):
+    out = copy_run(smoke_run[0], tmp_path / "changed")
+    run = run_train(out, "--learning_rate", "5e-4")
+    assert run.returncode == 1, run.output[-3000:]
+    assert run.verdict == f"❌ ERROR: {out} holds a run started with a different config: learning_rate: 0.001 -> 0.0005"
+    assert "already complete" not in run.output
+
+
+def test_a_finished_run_continues_with_a_warning_when_only_max_steps_grows(smoke_run, tmp_path):
+    out = copy_run(smoke_run[0], tmp_path / "longer")
+    run = run_train(out, "--max_steps", "22")
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"⚠️ WARNING: continuing {out} with changed settings: max_steps: 20 -> 22; report_to: ['wandb'] -> []" \
+        in run.lines
+    assert read_json(out / "final" / "trainer_state.json")["global_step"] == 22
+    assert read_json(out / "run_fingerprint.json")["length"]["max_steps"] == 22

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from trainkit import __version__, protocol
-from trainkit.errors import Diverged, TrainkitError
+from trainkit.errors import ConfigError, Diverged, TrainkitError
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
 from trainkit.status import RunStatus, is_main_process, now_iso, read_json
@@ -112,11 +112,6 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
         f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
     )
-    done = finished_state(config)
-    if done:
-        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
-        return ExitCode.OK
-
     # The same checks as validate_training_config.py, before anything heavy or any write.
     from trainkit.preflight import preflight
     from trainkit.report import Report
@@ -132,6 +127,13 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         if main_proc:
             protocol.warning(message, hint)
             status.event("warning", message=message)
+
+    # Before "already complete": that verdict is only true for the config the run had.
+    check_fingerprint(config, warn, write=main_proc)
+    done = finished_state(config)
+    if done:
+        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
+        return ExitCode.OK
 
     def skipped(checkpoint, reasons):
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
@@ -188,6 +190,30 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
+
+
+def check_fingerprint(config, warn, write: bool) -> None:
+    """Refuse to continue a run recorded with a different config; record it at the first start."""
+    from trainkit import checkpoints, fingerprint
+
+    out = config.output_dir
+    current = fingerprint.fingerprint(config)
+    # Until a checkpoint or the final adapter exists there is nothing to continue: a new
+    # config simply replaces the old one (a refused first start is fixed and re-run).
+    trained = bool(checkpoints.checkpoint_dirs(out)) or (out / FINAL_DIR).is_dir()
+    recorded = fingerprint.read(out) if trained else None
+    changes = fingerprint.compare(recorded, current)
+    if changes.blocking:
+        raise ConfigError(
+            f"{out} holds a run started with a different config: {'; '.join(changes.blocking)}",
+            f"train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
+            f"settings it started with (recorded in {out / fingerprint.FINGERPRINT_FILE})",
+        )
+    if changes.safe:
+        warn(f"continuing {out} with changed settings: {'; '.join(changes.safe)}",
+             "these only change the run's length, cadence or reporting; the recorded fingerprint is updated")
+    if write and current != recorded:
+        fingerprint.write(out, current)
 
 
 def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) -> int:
