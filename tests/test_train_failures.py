@@ -218,3 +218,39 @@ def test_a_finished_run_continues_with_a_warning_when_only_max_steps_grows(smoke
         in run.lines
     assert read_json(out / "final" / "trainer_state.json")["global_step"] == 22
     assert read_json(out / "run_fingerprint.json")["length"]["max_steps"] == 22
+
+
+def finite(checkpoint) -> bool:
+    weights = load_file(checkpoint / "adapter_model.safetensors")
+    return all(math.isfinite(v) for t in weights.values() for v in t.flatten().tolist())
+
+
+def test_an_infinite_gradient_with_a_finite_loss_stops_with_exit_3_before_any_nan_is_saved(runs_dir):
+    out = runs_dir / "inf-grad"
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=base_env(TRAINKIT_FAULT_INF_GRAD_AT_STEP=4))
+    assert run.returncode == 3, run.output[-3000:]
+    assert run.verdict == (
+        "❌ ERROR: gradients became non-finite (norm nan) at step 4: training diverged; "
+        "last good state saved in checkpoint-3"
+    )
+    assert read_json(out / "status.json")["state"] == "diverged"
+    saved = checkpoints.checkpoint_dirs(out)
+    assert [c.step for c in saved] == [3, 2]
+    assert all(finite(c.path) for c in saved)
+
+
+def test_an_argument_the_trainer_refuses_is_exit_1_with_the_library_message(tmp_path):
+    out = tmp_path / "out"
+    run = run_train(out, "--max_steps", "4", "--padding_free", "true")
+    assert run.returncode == 1, run.output[-3000:]
+    assert run.verdict.startswith("❌ ERROR: the trainer refused this configuration: ValueError: When "
+                                  "`padding_free=True` without packing, `max_length` is not enforced")
+    assert "Traceback (most recent call last)" in (out / "trainkit.log").read_text()
+    assert read_json(out / "resume_metadata.json")["clean_exit"] is True, "an input error is not a crash"
+
+
+def test_a_crash_before_the_first_step_counts_toward_the_crash_loop_limit(tmp_path):
+    out = tmp_path / "out"
+    env = base_env(TRAINKIT_FAULT_CRASH_AT_STEP=0)
+    codes = [run_train(out, "--max_steps", "4", "--crash_loop_limit", "2", env=env).returncode for _ in range(3)]
+    assert codes == [70, 70, 2]

@@ -99,10 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     from trainkit import checkpoints, resume
-    from trainkit.callbacks import TrainkitCallback
-    from trainkit.data import load_chat_data
-    from trainkit.faults import Faults
-    from trainkit.tracking import prepare_wandb
 
     out = config.output_dir
     main_proc = is_main_process()
@@ -141,8 +137,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
 
     newest = checkpoints.newest_valid(out, on_skip=skipped)
     step = newest.step if newest else 0
-    data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
-
+    # Counted before anything that can crash: a start that dies while loading data or the
+    # model is a start without progress like any other, and the crash-loop limit sees it.
     if main_proc:
         metadata = resume.record_start(out, step, newest.path if newest else None)
         status.update(step=step, resume_count=metadata["resume_count"],
@@ -151,34 +147,72 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
     if newest:
         protocol.resume(step)
+    try:
+        return train_from(newest, config, status, stop, started, warn)
+    except TrainkitError as exc:
+        if exc.exit_code == ExitCode.ERROR and main_proc:
+            # Fix-the-input is a verdict, not a crash: the next start does not count as a retry.
+            resume.record_clean_exit(out)
+        raise
 
-    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
-    faults = Faults.from_env()
-    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
-                                estimate_after=config.trainkit.estimate_after_steps)
 
+# What the libraries raise while the trainer is built when an argument combination is refused
+# (TRL's padding_free without packing, a PEFT option for another model type, a missing extra).
+BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
+
+
+def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn) -> int:
+    from trainkit import resume
+    from trainkit.callbacks import TrainkitCallback
+    from trainkit.data import load_chat_data
     from trainkit.divergence import LossDiverged
+    from trainkit.faults import Faults, InjectedCrash
+    from trainkit.tracking import prepare_wandb
     from trainkit.trainer import build_trainer
 
-    trainer = build_trainer(config, data, [callback], faults)
+    out = config.output_dir
+    main_proc = is_main_process()
+    faults = Faults.from_env()
+    if faults.crash_now(0):
+        raise InjectedCrash("injected crash before the first step")
+    data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
+    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
+    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
+                                estimate_after=config.trainkit.estimate_after_steps)
+    try:
+        trainer = build_trainer(config, data, [callback], faults)
+    except BUILD_INPUT_ERRORS as exc:
+        log_path = log_file(out)
+        log_traceback(log_path, "the trainer refused the configuration")
+        detail = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        raise ConfigError(
+            f"the trainer refused this configuration: {detail[:600]}",
+            f"change the setting it names (config file or command line) and re-run; traceback in {log_path}",
+        ) from None
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
     try:
         trainer.train(resume_from_checkpoint=str(newest.path) if newest else None)
+        state = trainer.state
+        if state.global_step < state.max_steps:
+            if stop.requested:
+                return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+            raise RuntimeError(
+                f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
+        trainer.check_weights()
     except LossDiverged as exc:
-        saved = save_last_good(trainer)
+        saved, why = save_last_good(trainer)
+        if saved:
+            where = f"; last good state saved in {saved.name}"
+        else:
+            periodic = newest_checkpoint_name(out)
+            where = f"; {why}" + (f": the newest periodic checkpoint is {periodic}" if periodic else "")
         raise Diverged(
-            f"{exc.detail} at step {exc.step}: training diverged"
-            + (f"; last good state saved in {saved.name}" if saved else ""),
+            f"{exc.detail} at step {exc.step}: training diverged{where}",
             "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
         ) from None
 
-    state = trainer.state
-    if state.global_step < state.max_steps:
-        if stop.requested:
-            return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
-        raise RuntimeError(f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
     final = out / FINAL_DIR
     trainer.save_model(str(final))
     if main_proc:
@@ -190,6 +224,17 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
+
+
+def log_file(output_dir: Path) -> Path:
+    return Path(os.environ.get("TRAINKIT_LOG_FILE") or output_dir / LOG_FILE)
+
+
+def newest_checkpoint_name(output_dir: Path) -> str | None:
+    from trainkit import checkpoints
+
+    newest = checkpoints.newest_valid(output_dir)
+    return newest.path.name if newest else None
 
 
 def check_fingerprint(config, warn, write: bool) -> None:
@@ -228,13 +273,28 @@ def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) ->
     return ExitCode.INTERRUPTED
 
 
-def save_last_good(trainer) -> Path | None:
-    """Checkpoint the state after the last finite step, unless one is already on disk."""
+def save_last_good(trainer) -> tuple[Path | None, str]:
+    """Checkpoint the state after the last good step, unless one is already on disk.
+
+    Returns (checkpoint, "") or (None, why nothing was saved). Every rank calls this and
+    every decision is agreed across ranks first: a rank that skipped the save while another
+    entered its collectives would hang both.
+    """
+    from trainkit.signals import agree_across_ranks
+
     step = trainer.state.global_step
     path = Path(trainer.args.output_dir) / f"checkpoint-{step}"
     if step == 0:
-        return None
-    if not path.exists():
+        return None, "no step finished, so there is nothing to save"
+    if agree_across_ranks(bool(non_finite(trainer))):
+        return None, "the weights are no longer finite, so no checkpoint was saved"
+    if not agree_across_ranks(path.exists()):
         trainer._save_checkpoint(trainer.model, trial=None)
         trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
-    return path
+    return path, ""
+
+
+def non_finite(trainer) -> list[str]:
+    from trainkit.divergence import non_finite_parameters
+
+    return non_finite_parameters(trainer.model)
