@@ -267,11 +267,12 @@ def check_model_available(model_name: str, report: Report, *, cached: bool, know
     if state == "ok":
         report.ok(f"model {model_name} is on the Hugging Face Hub (weights download at the first start)")
     elif state == "gated":
-        token = ("the Hugging Face token set here has no access" if hf_token_present()
-                 else "no Hugging Face token is set")
-        report.error(f"{model_name} is a gated model and {token}",
-                     f"accept the licence on https://huggingface.co/{model_name}, then export HF_TOKEN=hf_... "
-                     "(or `hf auth login`)")
+        hint = (f"accept the licence on https://huggingface.co/{model_name}, then export HF_TOKEN=hf_... "
+                "(or `hf auth login`)")
+        if hf_token_present():
+            report.error(f"{model_name} is a gated model and the Hugging Face token set here has no access", hint)
+        else:
+            report.error(f"{model_name} is a gated model and no Hugging Face token is set", hint)
     elif state == "missing":
         report.error(f"model {model_name} not found on the Hugging Face Hub ({detail}) nor in the local cache{maybe}",
                      "check the spelling of model_name_or_path (hub ids look like Qwen/Qwen2.5-7B-Instruct); "
