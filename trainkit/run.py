@@ -125,11 +125,12 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
             status.event("warning", message=message)
 
     # Before "already complete": that verdict is only true for the config the run had.
-    check_fingerprint(config, warn, write=main_proc)
+    fingerprint = check_fingerprint(config)
     done = finished_state(config)
     if done:
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
         return ExitCode.OK
+    record_fingerprint(config, fingerprint, warn, write=main_proc)
 
     def skipped(checkpoint, reasons):
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
@@ -237,8 +238,8 @@ def newest_checkpoint_name(output_dir: Path) -> str | None:
     return newest.path.name if newest else None
 
 
-def check_fingerprint(config, warn, write: bool) -> None:
-    """Refuse to continue a run recorded with a different config; record it at the first start."""
+def check_fingerprint(config):
+    """Refuse to continue a run recorded with a different config: (current, recorded, changes)."""
     from trainkit import checkpoints, fingerprint
 
     out = config.output_dir
@@ -254,11 +255,19 @@ def check_fingerprint(config, warn, write: bool) -> None:
             f"train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
             f"settings it started with (recorded in {out / fingerprint.FINGERPRINT_FILE})",
         )
+    return current, recorded, changes
+
+
+def record_fingerprint(config, checked, warn, write: bool) -> None:
+    """Warn about the safe changes a resume continues with, and record what this start trains."""
+    from trainkit import fingerprint
+
+    current, recorded, changes = checked
     if changes.safe:
-        warn(f"continuing {out} with changed settings: {'; '.join(changes.safe)}",
+        warn(f"continuing {config.output_dir} with changed settings: {'; '.join(changes.safe)}",
              "these only change the run's length, cadence or reporting; the recorded fingerprint is updated")
     if write and current != recorded:
-        fingerprint.write(out, current)
+        fingerprint.write(config.output_dir, current)
 
 
 def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) -> int:
