@@ -254,3 +254,14 @@ def test_a_crash_before_the_first_step_counts_toward_the_crash_loop_limit(tmp_pa
     env = base_env(TRAINKIT_FAULT_CRASH_AT_STEP=0)
     codes = [run_train(out, "--max_steps", "4", "--crash_loop_limit", "2", env=env).returncode for _ in range(3)]
     assert codes == [70, 70, 2]
+
+
+def test_non_finite_weights_are_never_saved_and_the_newest_periodic_checkpoint_is_named(tmp_path):
+    out = tmp_path / "nan-weights"
+    run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=base_env(TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP=4))
+    assert run.returncode == 3, run.output[-3000:]
+    assert run.verdict.startswith("❌ ERROR: trainable weights became non-finite (")
+    assert run.verdict.endswith(") at step 4: training diverged; the weights are no longer finite, so no checkpoint "
+                                "was saved: the newest periodic checkpoint is checkpoint-2")
+    assert [c.step for c in checkpoints.checkpoint_dirs(out)] == [2]
+    assert finite(out / "checkpoint-2")

@@ -204,9 +204,10 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
         trainer.check_weights()
     except LossDiverged as exc:
         saved, why = save_last_good(trainer)
+        where = ""
         if saved:
             where = f"; last good state saved in {saved.name}"
-        else:
+        elif why:
             periodic = newest_checkpoint_name(out)
             where = f"; {why}" + (f": the newest periodic checkpoint is {periodic}" if periodic else "")
         raise Diverged(
@@ -285,7 +286,7 @@ def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) ->
 def save_last_good(trainer) -> tuple[Path | None, str]:
     """Checkpoint the state after the last good step, unless one is already on disk.
 
-    Returns (checkpoint, "") or (None, why nothing was saved). Every rank calls this and
+    Returns (checkpoint, "") or (None, why nothing was saved; "" before the first step). Every rank calls this and
     every decision is agreed across ranks first: a rank that skipped the save while another
     entered its collectives would hang both.
     """
@@ -294,7 +295,7 @@ def save_last_good(trainer) -> tuple[Path | None, str]:
     step = trainer.state.global_step
     path = Path(trainer.args.output_dir) / f"checkpoint-{step}"
     if step == 0:
-        return None, "no step finished, so there is nothing to save"
+        return None, ""
     if agree_across_ranks(bool(non_finite(trainer))):
         return None, "the weights are no longer finite, so no checkpoint was saved"
     if not agree_across_ranks(path.exists()):
