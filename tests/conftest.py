@@ -28,6 +28,8 @@ ANSI = re.compile(r"\x1b\[")
 TAGGED = re.compile(r"^(✅|⚠️|❌) (SUCCESS|WARNING|ERROR|RESUME):")
 
 sys.path.insert(0, str(ROOT))
+# In-process checks too: no test may ask the Hugging Face Hub anything.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def base_env(**extra) -> dict:

@@ -116,3 +116,155 @@ def test_an_impossible_config_is_a_config_error(tmp_path, yaml_text, message):
 def test_a_missing_config_file_is_a_config_error():
     with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
         config.parse(["--config", "nope.yaml"])
+
+
+def test_a_config_directory_instead_of_a_file_is_a_config_error():
+    with pytest.raises(ConfigError, match="--config configs is a directory, not a config file"):
+        config.parse(["--config", "configs"])
+
+
+@pytest.mark.parametrize("flag", ["--learning_rat", "--learning", "--max_step"])
+def test_an_abbreviated_flag_is_refused_with_the_full_name(flag):
+    with pytest.raises(ConfigError) as err:
+        config.parse(["--config", "configs/smoke.yaml", flag, "5"])
+    assert err.value.message.startswith(f"unknown config key(s) in the command line: {flag[2:]}")
+
+
+def test_an_abbreviated_flag_suggests_the_key_it_abbreviates():
+    with pytest.raises(ConfigError, match=r"learning_rat \(did you mean learning_rate\?\)"):
+        config.parse(["--config", "configs/smoke.yaml", "--learning_rat", "5e-4"])
+
+
+@pytest.mark.parametrize(
+    ("foreign", "ours"),
+    [
+        ("lora_rank", "lora_r"),
+        ("lr", "learning_rate"),
+        ("epochs", "num_train_epochs"),
+        ("num_epochs", "num_train_epochs"),
+        ("micro_batch_size", "per_device_train_batch_size"),
+        ("lora_target", "lora_target_modules"),
+        ("cutoff_len", "max_length"),
+        ("sequence_len", "max_length"),
+        ("gradient_accumulation", "gradient_accumulation_steps"),
+        ("base_model", "model_name_or_path"),
+    ],
+)
+def test_key_names_from_other_fine_tuning_tools_suggest_trainkits_name(tmp_path, foreign, ours):
+    with pytest.raises(ConfigError, match=rf"{foreign} \(did you mean {ours}\?\)"):
+        config.parse(["--config", "configs/smoke.yaml", f"--{foreign}", "16"])
+    bad = tmp_path / "foreign.yaml"
+    bad.write_text(SMOKE_TEXT + f"{foreign}: 16\n")
+    with pytest.raises(ConfigError, match=rf"{foreign} \(did you mean {ours}\?\)"):
+        config.parse(["--config", str(bad)])
+
+
+def test_every_foreign_key_maps_to_a_real_key_and_shadows_none():
+    names = set(config.known_keys())
+    assert not set(config.FOREIGN_KEYS) & names
+    assert set(config.FOREIGN_KEYS.values()) <= names
+
+
+def validate(capfd, *argv: str) -> tuple[int, list[str]]:
+    """validate_training_config.py in-process: its exit code and its ERROR lines."""
+    from conftest import load_script
+
+    code = load_script("validate_training_config").main(["--config", "configs/smoke.yaml", "--no-data", *argv])
+    out = capfd.readouterr().out
+    assert "Traceback" not in out
+    return code, [line for line in out.splitlines() if line.startswith("❌ ERROR:")]
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--max_steps", "-5"], "max_steps must be a positive number of optimizer steps, or -1 for num_train_epochs"),
+        (["--max_steps", "-1", "--num_train_epochs", "0"], "nothing to train: max_steps=-1, num_train_epochs=0"),
+        (["--max_steps", "0"], "nothing to train: max_steps=0"),
+        (["--weight_decay", "-0.1"], "weight_decay cannot be negative"),
+        (["--learning_rate", "2"], "learning_rate=2.0 would destroy the model in one step"),
+    ],
+)
+def test_values_nobody_means_are_refused_before_training(capfd, tmp_path, flags, error):
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), *flags)
+    assert code == 1
+    assert [e for e in errors if error in e], errors
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_error(capfd, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, errors = validate(capfd, "--output_dir", str(blocker / "run"))
+    assert code == 1
+    assert errors == [f"❌ ERROR: output_dir {blocker / 'run'} cannot be created: {blocker} is a file, not a directory"]
+
+
+def test_a_read_only_output_dir_is_one_error(capfd, tmp_path, monkeypatch):
+    import errno
+
+    from trainkit import storage
+
+    def read_only(directory):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(storage, "write_probe", read_only)
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "out"))
+    assert code == 1
+    assert errors == [f"❌ ERROR: output_dir {tmp_path / 'out'} is not writable (its nearest existing parent "
+                      f"{tmp_path} is not writable): Read-only file system"]
+
+
+def test_an_unwritable_log_directory_is_an_error(capfd, tmp_path, monkeypatch):
+    blocker = tmp_path / "logs"
+    blocker.write_text("")
+    monkeypatch.setenv("TRAINKIT_LOG_FILE", str(blocker / "run.log"))
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "out"))
+    assert code == 1
+    assert errors == [f"❌ ERROR: the log directory (TRAINKIT_LOG_FILE) {blocker} cannot be created: "
+                      f"{blocker} is a file, not a directory"]
+
+
+TYPO = "Qwen/Qwen2.5-7B-Instruc"
+
+
+def test_a_misspelled_hub_id_offline_is_an_error_with_a_did_you_mean(capfd, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", TYPO)
+    assert code == 1
+    assert errors == [f"❌ ERROR: model {TYPO} is not in the local HF cache and the Hugging Face Hub cannot be "
+                      "reached (HF_HUB_OFFLINE=1): it cannot be checked or downloaded "
+                      "(did you mean Qwen/Qwen2.5-7B-Instruct?)"]
+
+
+def test_a_model_the_hub_does_not_have_is_an_error(capfd, tmp_path, monkeypatch):
+    from trainkit import environment
+
+    monkeypatch.setattr(environment, "hub_access", lambda name: ("missing", "404"))
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", TYPO)
+    assert code == 1
+    assert errors == [f"❌ ERROR: model {TYPO} not found on the Hugging Face Hub (404) nor in the local cache "
+                      "(did you mean Qwen/Qwen2.5-7B-Instruct?)"]
+
+
+def test_a_gated_model_without_access_is_an_error_naming_hf_token(capfd, tmp_path, monkeypatch):
+    from trainkit import environment
+
+    monkeypatch.setattr(environment, "hub_access", lambda name: ("gated", "401"))
+    monkeypatch.setattr(environment, "hf_token_present", lambda: False)
+    from conftest import load_script
+
+    code = load_script("validate_training_config").main(
+        ["--config", "configs/smoke.yaml", "--no-data", "--output_dir", str(tmp_path / "o"),
+         "--model_name_or_path", "meta-llama/Llama-3.1-8B-Instruct"])
+    out = capfd.readouterr().out
+    assert code == 1
+    assert "❌ ERROR: meta-llama/Llama-3.1-8B-Instruct is a gated model and no Hugging Face token is set" in out
+    assert "export HF_TOKEN=hf_..." in out
+
+
+def test_a_model_the_hub_has_passes(capfd, tmp_path, monkeypatch):
+    from trainkit import environment
+
+    monkeypatch.setattr(environment, "hub_access", lambda name: ("ok", ""))
+    code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", "Qwen/Qwen2.5-0.5B")
+    assert (code, errors) == (0, [])

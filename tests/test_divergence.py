@@ -37,3 +37,53 @@ def test_early_losses_never_count_as_spikes():
     guard = DivergenceGuard(spike_factor=1.5)
     for step, loss in enumerate([1.0] + [9.0] * (SPIKE_WARMUP - 1), start=1):
         guard.observe(step, loss)
+
+
+def nan_model():
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = math.nan
+    return model
+
+
+def test_non_finite_trainable_weights_are_named():
+    from trainkit.divergence import non_finite_parameters
+
+    assert non_finite_parameters(nan_model()) == ["weight"]
+    frozen = nan_model()
+    frozen.weight.requires_grad_(False)
+    assert non_finite_parameters(frozen) == []
+
+
+def test_an_infinite_gradient_stops_the_step_before_the_optimizer_applies_it():
+    from types import SimpleNamespace
+
+    import torch
+
+    from trainkit.trainer import FiniteGradientCheck
+
+    model = torch.nn.Linear(2, 2)
+    model(torch.ones(1, 2)).sum().backward()
+    check = FiniteGradientCheck()
+    state = SimpleNamespace(global_step=6)
+    check.on_pre_optimizer_step(None, state, None, model=model)
+    model.weight.grad[0, 0] = math.inf
+    with pytest.raises(LossDiverged, match=r"gradients became non-finite \(norm inf\)") as err:
+        check.on_pre_optimizer_step(None, state, None, model=model)
+    assert err.value.step == 7
+
+
+def test_the_last_good_state_is_not_saved_when_the_weights_are_not_finite(tmp_path):
+    from types import SimpleNamespace
+
+    from trainkit.run import save_last_good
+
+    def must_not_save(*args, **kwargs):
+        raise AssertionError("a checkpoint with NaN weights was written")
+
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=3), args=SimpleNamespace(output_dir=str(tmp_path)),
+                              model=nan_model(), _save_checkpoint=must_not_save)
+    assert save_last_good(trainer) == (None, "the weights are no longer finite, so no checkpoint was saved")
+    assert not (tmp_path / "checkpoint-3").exists()

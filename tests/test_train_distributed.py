@@ -56,3 +56,49 @@ def read_json_or_none(path):
         return read_json(path)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def test_only_rank_0_records_the_wandb_run_id(tmp_path, monkeypatch):
+    from trainkit import tracking
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_DIR", "WANDB_SILENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    tracking.prepare_wandb(tmp_path, "weatherman", ["wandb"])
+    assert not (tmp_path / tracking.RUN_FILE).exists()
+    monkeypatch.setenv("RANK", "0")
+    run_id = tracking.prepare_wandb(tmp_path, "weatherman", ["wandb"])
+    assert read_json(tmp_path / tracking.RUN_FILE)["run_id"] == run_id
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torchrun on CPU, as above")
+@pytest.mark.parametrize(
+    ("fault", "seen_by_rank_0"),
+    [
+        ("TRAINKIT_FAULT_NAN_AT_STEP", "the loss diverged on another rank"),
+        ("TRAINKIT_FAULT_INF_GRAD_AT_STEP", "gradients became non-finite on another rank"),
+    ],
+)
+def test_a_nan_on_one_rank_stops_every_rank_with_exit_3_in_bounded_time(tmp_path, fault, seen_by_rank_0):
+    out = tmp_path / "ddp-nan"
+    log = tmp_path / "ddp-nan.log"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--nproc_per_node", "2", "train.py", "--config", str(SMOKE), "--output_dir", str(out),
+           "--max_steps", "8", "--save_steps", "2", "--report_to", "none"]
+    env = base_env(**{fault: 3}, TRAINKIT_FAULT_RANK=1)
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"a NaN on rank 1 hung the run:\n{log.read_text()[-3000:]}") from None
+    output = log.read_text()
+    assert "exitcode  : 3" in output, output[-3000:]
+    status = read_json(out / "status.json")
+    assert status["state"] == "diverged" and status["exit_code"] == 3
+    # Rank 0 never saw a NaN itself: it stopped because rank 1 did.
+    assert status["message"] == f"{seen_by_rank_0} at step 3: training diverged; last good state saved in checkpoint-2"
+    saved = checkpoints.checkpoint_dirs(out)
+    assert [c.step for c in saved] == [2] and checkpoints.problems(saved[0]) == []

@@ -7,7 +7,7 @@ import time
 from transformers import TrainerCallback
 
 from trainkit import protocol
-from trainkit.faults import Faults, InjectedCrash
+from trainkit.faults import Faults, InjectedCrash, poison_weights
 from trainkit.signals import StopRequest, agree_across_ranks
 from trainkit.status import RunStatus
 
@@ -66,6 +66,8 @@ class TrainkitCallback(TrainerCallback):
             self.print_estimate(state)
         if self.faults.step_delay:
             time.sleep(self.faults.step_delay)
+        if self.faults.nan_weights_at_step == state.global_step:
+            poison_weights(kwargs["model"])
         if self.faults.crash_now(state.global_step):
             raise InjectedCrash(f"injected crash at step {state.global_step}")
         if agree_across_ranks(self.stop.requested):

@@ -146,19 +146,78 @@ def _parser():
             raise ConfigError(f"invalid config value: {message}",
                               "fix it in the config file or on the command line (python train.py --help)")
 
-    return Parser(_dataclass_types())
+    # allow_abbrev=False: argparse would otherwise take --learning_rat for --learning_rate.
+    return Parser(_dataclass_types(), allow_abbrev=False)
 
 
 def known_keys() -> list[str]:
     return sorted(f.name for dc in _dataclass_types() for f in dataclasses.fields(dc))
 
 
+# Names users bring from PEFT, axolotl, LLaMA-Factory and the like, mapped to trainkit's key.
+# Checked before any spelling match: difflib would offer local_rank for lora_rank.
+FOREIGN_KEYS = {
+    "lora_rank": "lora_r",
+    "rank": "lora_r",
+    "r": "lora_r",
+    "alpha": "lora_alpha",
+    "lora_target": "lora_target_modules",
+    "target_modules": "lora_target_modules",
+    "lora_targets": "lora_target_modules",
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "num_epochs": "num_train_epochs",
+    "micro_batch_size": "per_device_train_batch_size",
+    "batch_size": "per_device_train_batch_size",
+    "train_batch_size": "per_device_train_batch_size",
+    "per_device_batch_size": "per_device_train_batch_size",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "grad_accum": "gradient_accumulation_steps",
+    "gradient_accumulation_step": "gradient_accumulation_steps",
+    "cutoff_len": "max_length",
+    "sequence_len": "max_length",
+    "max_seq_length": "max_length",
+    "max_seq_len": "max_length",
+    "seq_len": "max_length",
+    "base_model": "model_name_or_path",
+    "model_name": "model_name_or_path",
+    "model": "model_name_or_path",
+    "model_id": "model_name_or_path",
+    "dataset": "train_file",
+    "datasets": "train_file",
+    "train_data": "train_file",
+    "eval_file": "validation_file",
+    "warmup": "warmup_steps",
+    "lr_scheduler": "lr_scheduler_type",
+    "scheduler": "lr_scheduler_type",
+    "optimizer": "optim",
+    "max_grad": "max_grad_norm",
+    "grad_clip": "max_grad_norm",
+    "steps": "max_steps",
+    "num_steps": "max_steps",
+    "train_steps": "max_steps",
+    "out_dir": "output_dir",
+    "save_every": "save_steps",
+    "logging_every": "logging_steps",
+    "bf16_enabled": "bf16",
+    "sample_packing": "packing",
+}
+
+
+def suggestion(key: str, names: list[str]) -> str | None:
+    """trainkit's name for a key someone brought from another tool, or the closest spelling."""
+    if key in FOREIGN_KEYS:
+        return FOREIGN_KEYS[key]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def unknown_key_error(keys: list[str], where: str) -> ConfigError:
     names = known_keys()
     parts = []
     for key in keys:
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
-        parts.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        close = suggestion(key, names)
+        parts.append(f"{key} (did you mean {close}?)" if close else key)
     return ConfigError(
         f"unknown config key(s) in {where}: {', '.join(parts)}",
         "fix the spelling; keys are TRL's SFTConfig/ModelConfig names plus trainkit's own (train.py --help)",
@@ -171,6 +230,12 @@ def load_yaml(path: str) -> dict:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}", "pass --config configs/<name>.yaml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a directory, not a config file",
+                          "pass one YAML file, e.g. --config configs/smoke.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}",
+                          "check the path and its permissions") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " "), "fix the YAML syntax") from None
     if not isinstance(data, dict):

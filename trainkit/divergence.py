@@ -35,3 +35,38 @@ class DivergenceGuard:
                 )
         self.average = loss if self.average is None else (1 - SPIKE_SMOOTHING) * self.average + SPIKE_SMOOTHING * loss
         self.seen += 1
+
+
+class WeightsNotFinite(LossDiverged):
+    """Trainable weights hold NaN/inf: nothing may be saved from them."""
+
+    def __init__(self, step: int, names: list[str]):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(step, math.nan, f"trainable weights became non-finite ({shown})")
+        self.names = names
+
+
+def trainable(model) -> list:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def gradient_norm(model) -> float:
+    """L2 norm of the trainable parameters' gradients, as the optimizer is about to see them."""
+    import torch
+
+    grads = [p.grad.detach() for p in trainable(model) if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    return float(torch.linalg.vector_norm(norms))
+
+
+def non_finite_parameters(model) -> list[str]:
+    """Names of trainable parameters holding a NaN or inf; empty when all are finite."""
+    import torch
+
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]

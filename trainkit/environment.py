@@ -217,6 +217,82 @@ def check_model_access(model_name: str, report: Report, cached: bool = False) ->
                  "(or `hf auth login`)")
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, looked up now (the library reads it once, at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is None:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_access(model_name: str) -> tuple[str, str]:
+    """Probe: what the Hub says about a model id, as ("ok" | "missing" | "gated" | "unreachable", detail).
+
+    "missing" is a 404, or a 401 for a private repo the token cannot see; "gated" is a repo
+    whose licence this token has not accepted (or no token at all).
+    """
+    if hub_offline():
+        return "unreachable", "HF_HUB_OFFLINE=1"
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        auth_check(model_name)
+    except GatedRepoError:
+        return "gated", "401"
+    except RepositoryNotFoundError:
+        return "missing", "404"
+    except HFValidationError as exc:
+        return "missing", str(exc).splitlines()[0]
+    except Exception as exc:  # httpx/OS errors: no network, DNS, proxy, timeout; anything else is "cannot tell"
+        return "unreachable", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return "ok", ""
+
+
+def close_model_names(model_name: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(model_name, [c for c in candidates if c != model_name], n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_model_available(model_name: str, report: Report, *, cached: bool, known: bool, need_weights: bool,
+                          candidates: list[str] = ()) -> None:
+    """The model can be loaded: a local dir, the HF cache, or the Hub says yes. ERROR when it cannot.
+
+    `cached`: weights are on this machine. `known`: its config.json was found somewhere
+    (configs/architectures/), so the id is not a typo. `need_weights`: train.py is about to
+    load it, so "cannot be reached" is fatal; the validator alone accepts a known id offline.
+    """
+    if cached:
+        return
+    state, detail = hub_access(model_name)
+    maybe = close_model_names(model_name, list(candidates))
+    if state == "ok":
+        report.ok(f"model {model_name} is on the Hugging Face Hub (weights download at the first start)")
+    elif state == "gated":
+        hint = (f"accept the licence on https://huggingface.co/{model_name}, then export HF_TOKEN=hf_... "
+                "(or `hf auth login`)")
+        if hf_token_present():
+            report.error(f"{model_name} is a gated model and the Hugging Face token set here has no access", hint)
+        else:
+            report.error(f"{model_name} is a gated model and no Hugging Face token is set", hint)
+    elif state == "missing":
+        report.error(f"model {model_name} not found on the Hugging Face Hub ({detail}) nor in the local cache{maybe}",
+                     "check the spelling of model_name_or_path (hub ids look like Qwen/Qwen2.5-7B-Instruct); "
+                     "a private model also needs HF_TOKEN")
+    elif known and not need_weights:
+        check_model_access(model_name, report)
+    else:
+        what = "its weights cannot be downloaded" if known else "it cannot be checked or downloaded"
+        report.error(f"model {model_name} is not in the local HF cache and the Hugging Face Hub cannot be reached "
+                     f"({detail}): {what}{maybe}",
+                     f"check the spelling of model_name_or_path; download it where the Hub is reachable "
+                     f"(hf download {model_name}), or unset HF_HUB_OFFLINE")
+
+
 def validate_environment(env: str, report: Report, requirements: Path = REQUIREMENTS) -> None:
     """Every environment check for platform `env` (h100, m4 or cpu), added to `report`."""
     check_python(report)

@@ -1,9 +1,16 @@
 """Fault injection for the resilience tests: real failures at a chosen step.
 
-    TRAINKIT_FAULT_CRASH_AT_STEP=5   raise at the end of step 5, before its checkpoint (exit 70)
+    TRAINKIT_FAULT_CRASH_AT_STEP=5   raise at the end of step 5, before its checkpoint (exit 70);
+                                     0 raises before the data is loaded, before the first step
     TRAINKIT_FAULT_NAN_AT_STEP=3     make step 3's loss NaN (divergence guard, exit 3)
+    TRAINKIT_FAULT_INF_GRAD_AT_STEP=3  set one gradient of step 3 to inf after backward, the loss
+                                     staying finite (gradient check, exit 3)
+    TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP=4  after step 4's update, one trainable weight becomes NaN
+                                     (the save check refuses to write it, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
     TRAINKIT_FAULT_ONCE=/tmp/marker  the crash fires only while this file is absent, and creates it
+    TRAINKIT_FAULT_RANK=1            under torchrun, inject the faults above on this rank only
+    TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.status)
 
 Unset in production; the code paths they reach are the production ones.
 """
@@ -28,14 +35,21 @@ def _env_number(name: str, kind):
 class Faults:
     crash_at_step: int | None = None
     nan_at_step: int | None = None
+    inf_grad_at_step: int | None = None
+    nan_weights_at_step: int | None = None
     step_delay: float | None = None
     once_marker: str | None = None
 
     @classmethod
     def from_env(cls) -> Faults:
+        rank = os.environ.get("TRAINKIT_FAULT_RANK")
+        if rank and rank != os.environ.get("RANK", "0"):
+            return cls()
         return cls(
             crash_at_step=_env_number("TRAINKIT_FAULT_CRASH_AT_STEP", int),
             nan_at_step=_env_number("TRAINKIT_FAULT_NAN_AT_STEP", int),
+            inf_grad_at_step=_env_number("TRAINKIT_FAULT_INF_GRAD_AT_STEP", int),
+            nan_weights_at_step=_env_number("TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP", int),
             step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
             once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
         )
@@ -49,3 +63,22 @@ class Faults:
                 return False
             marker.touch()
         return True
+
+
+def poison_gradient(model) -> None:
+    """One element of the first trainable gradient becomes inf, as a bf16 overflow would leave it."""
+    for param in model.parameters():
+        if param.requires_grad and param.grad is not None:
+            param.grad.view(-1)[0] = float("inf")
+            return
+
+
+def poison_weights(model) -> None:
+    """One element of the first trainable weight becomes NaN, as an update from NaN gradients would leave it."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad:
+            with torch.no_grad():
+                param.view(-1)[0] = float("nan")
+            return

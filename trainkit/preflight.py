@@ -69,9 +69,27 @@ def check_values(config, report: Report) -> None:
     for key, value in positive.items():
         if value is None or value <= 0:
             report.error(f"{key} must be positive, got {value}", f"set {key} to a positive value")
-    if sft.max_steps == 0 or (sft.max_steps < 0 and sft.num_train_epochs <= 0):
+    if sft.max_steps < -1:
+        # TRL reads any negative max_steps as "train num_train_epochs": -5 would train 3 epochs.
+        report.error(f"max_steps must be a positive number of optimizer steps, or -1 for num_train_epochs; "
+                     f"got {sft.max_steps}",
+                     "set max_steps to the number of optimizer steps (or max_steps: -1 with num_train_epochs > 0)")
+    elif sft.max_steps == 0 or (sft.max_steps == -1 and sft.num_train_epochs <= 0):
         report.error(f"nothing to train: max_steps={sft.max_steps}, num_train_epochs={sft.num_train_epochs}",
                      "set max_steps to the number of optimizer steps (or max_steps: -1 with num_train_epochs > 0)")
+    not_negative = {
+        "weight_decay": sft.weight_decay,
+        "max_grad_norm": sft.max_grad_norm,
+        "save_total_limit": sft.save_total_limit,
+    }
+    for key, value in not_negative.items():
+        if value is not None and value < 0:
+            report.error(f"{key} cannot be negative, got {value}", f"set {key} to 0 or more")
+    if sft.eval_strategy == "steps" and sft.eval_steps is not None and sft.eval_steps <= 0:
+        report.error(f"eval_steps must be positive, got {sft.eval_steps}", "set eval_steps to a positive value")
+    if sft.learning_rate is not None and sft.learning_rate >= 1:
+        report.error(f"learning_rate={sft.learning_rate} would destroy the model in one step",
+                     "LoRA learning rates are around 1e-4 to 5e-4; did you mean 2e-4?")
     if not 0 <= model.lora_dropout <= 1:
         report.error(f"lora_dropout must be between 0 and 1, got {model.lora_dropout}", "use 0.05")
     if model.lora_target_modules is not None and not model.lora_target_modules:
@@ -173,22 +191,56 @@ def load_tokenizer(source: ModelSource, report: Report):
     return None
 
 
-def preflight(config, report: Report, *, data: bool = True) -> None:
-    """Every check of a parsed config; findings go into `report`."""
+def known_model_names() -> list[str]:
+    """Hub ids this machine knows of: the shipped architectures and the HF cache, for a did-you-mean."""
+    names = [d.name.replace("--", "/") for d in ARCHITECTURES_DIR.iterdir() if d.is_dir()]
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        names += [repo.repo_id for repo in scan_cache_dir().repos if repo.repo_type == "model"]
+    except Exception:  # no cache yet, or one huggingface_hub cannot read: no suggestions
+        pass
+    return sorted(set(names))
+
+
+def preflight(config, report: Report, *, data: bool = True, training: bool = False) -> None:
+    """Every check of a parsed config; findings go into `report`.
+
+    `training`: train.py is about to load the model, so it must be loadable now (the
+    validator alone accepts a model whose architecture is shipped but whose weights are
+    out of reach).
+    """
     check_values(config, report)
     check_lora_recommendations(config, report)
+    check_output_dirs(config, report)
     if report.errors:
         return
-    from trainkit.environment import check_model_access
+    from trainkit.environment import check_model_available
 
     source = locate_model(config.model.model_name_or_path)
-    check_model_access(source.name, report, cached=source.where == "local" or source.weights_present)
+    cached = source.where == "local" or source.weights_present
+    check_model_available(source.name, report, cached=cached, known=source.config_dir is not None,
+                          need_weights=training, candidates=[] if cached else known_model_names())
+    if report.errors:
+        return
     model = build_meta_model(source, report)
     if model is not None:
         check_target_modules(model, config, report)
         check_memory_and_disk(model, source, config, report)
     if data:
         check_data(source, config, report)
+
+
+def check_output_dirs(config, report: Report) -> None:
+    """output_dir, and the log file's directory when one is set, can be created and written."""
+    import os
+
+    from trainkit.storage import check_writable_dir
+
+    check_writable_dir(config.output_dir, "output_dir", report)
+    log_file = os.environ.get("TRAINKIT_LOG_FILE")
+    if log_file:
+        check_writable_dir(Path(log_file).parent, "the log directory (TRAINKIT_LOG_FILE)", report)
 
 
 def check_data(source: ModelSource, config, report: Report) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trainkit import __version__, protocol
 from trainkit.credentials import redact
-from trainkit.errors import Diverged, TrainkitError
+from trainkit.errors import ConfigError, Diverged, TrainkitError
 from trainkit.help import answer_help
 from trainkit.library_warnings import silence_unactionable
 from trainkit.protocol import ExitCode
@@ -105,10 +105,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     from trainkit import checkpoints, resume
-    from trainkit.callbacks import TrainkitCallback
-    from trainkit.data import load_chat_data
-    from trainkit.faults import Faults
-    from trainkit.tracking import prepare_wandb
 
     out = config.output_dir
     main_proc = is_main_process()
@@ -118,17 +114,12 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
         f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
     )
-    done = finished_state(config)
-    if done:
-        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
-        return ExitCode.OK
-
     # The same checks as validate_training_config.py, before anything heavy or any write.
     from trainkit.preflight import preflight
     from trainkit.report import Report
 
     report = Report("PREFLIGHT")
-    preflight(config, report)
+    preflight(config, report, training=True)
     if main_proc:
         report.print_findings()
     if report.errors:
@@ -139,14 +130,22 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
             protocol.warning(message, hint)
             status.event("warning", message=message)
 
+    # Before "already complete": that verdict is only true for the config the run had.
+    fingerprint = check_fingerprint(config)
+    done = finished_state(config)
+    if done:
+        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
+        return ExitCode.OK
+    record_fingerprint(config, fingerprint, warn, write=main_proc)
+
     def skipped(checkpoint, reasons):
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
              "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
 
     newest = checkpoints.newest_valid(out, on_skip=skipped)
     step = newest.step if newest else 0
-    data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
-
+    # Counted before anything that can crash: a start that dies while loading data or the
+    # model is a start without progress like any other, and the crash-loop limit sees it.
     if main_proc:
         metadata = resume.record_start(out, step, newest.path if newest else None)
         status.update(step=step, resume_count=metadata["resume_count"],
@@ -155,36 +154,75 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
     if newest:
         protocol.resume(step)
+    try:
+        return train_from(newest, config, status, stop, started, warn)
+    except TrainkitError as exc:
+        if exc.exit_code == ExitCode.ERROR and main_proc:
+            # Fix-the-input is a verdict, not a crash: the next start does not count as a retry.
+            resume.record_clean_exit(out)
+        raise
 
-    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
-    faults = Faults.from_env()
-    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
-                                estimate_after=config.trainkit.estimate_after_steps)
 
+# What the libraries raise while the trainer is built when an argument combination is refused
+# (TRL's padding_free without packing, a PEFT option for another model type, a missing extra).
+BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
+
+
+def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn) -> int:
+    from trainkit import resume
+    from trainkit.callbacks import TrainkitCallback
+    from trainkit.data import load_chat_data
     from trainkit.divergence import LossDiverged
     from trainkit.eval_callback import eval_callbacks
+    from trainkit.faults import Faults, InjectedCrash
+    from trainkit.tracking import prepare_wandb
     from trainkit.trainer import build_trainer
 
+    out = config.output_dir
+    main_proc = is_main_process()
+    faults = Faults.from_env()
+    if faults.crash_now(0):
+        raise InjectedCrash("injected crash before the first step")
+    data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
+    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
+    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
+                                estimate_after=config.trainkit.estimate_after_steps)
     evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
-    trainer = build_trainer(config, data, [callback, *evaluators], faults)
+    try:
+        trainer = build_trainer(config, data, [callback, *evaluators], faults)
+    except BUILD_INPUT_ERRORS as exc:
+        log_path = log_file(out)
+        log_traceback(log_path, "the trainer refused the configuration")
+        detail = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        raise ConfigError(
+            f"the trainer refused this configuration: {detail[:600]}",
+            f"change the setting it names (config file or command line) and re-run; traceback in {log_path}",
+        ) from None
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
     try:
         trainer.train(resume_from_checkpoint=str(newest.path) if newest else None)
+        state = trainer.state
+        if state.global_step < state.max_steps:
+            if stop.requested:
+                return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+            raise RuntimeError(
+                f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
+        trainer.check_weights()
     except LossDiverged as exc:
-        saved = save_last_good(trainer)
+        saved, why = save_last_good(trainer)
+        where = ""
+        if saved:
+            where = f"; last good state saved in {saved.name}"
+        elif why:
+            periodic = newest_checkpoint_name(out)
+            where = f"; {why}" + (f": the newest periodic checkpoint is {periodic}" if periodic else "")
         raise Diverged(
-            f"{exc.detail} at step {exc.step}: training diverged"
-            + (f"; last good state saved in {saved.name}" if saved else ""),
+            f"{exc.detail} at step {exc.step}: training diverged{where}",
             "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
         ) from None
 
-    state = trainer.state
-    if state.global_step < state.max_steps:
-        if stop.requested:
-            return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
-        raise RuntimeError(f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
     final = out / FINAL_DIR
     trainer.save_model(str(final))
     if main_proc:
@@ -196,6 +234,49 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
+
+
+def log_file(output_dir: Path) -> Path:
+    return Path(os.environ.get("TRAINKIT_LOG_FILE") or output_dir / LOG_FILE)
+
+
+def newest_checkpoint_name(output_dir: Path) -> str | None:
+    from trainkit import checkpoints
+
+    newest = checkpoints.newest_valid(output_dir)
+    return newest.path.name if newest else None
+
+
+def check_fingerprint(config):
+    """Refuse to continue a run recorded with a different config: (current, recorded, changes)."""
+    from trainkit import checkpoints, fingerprint
+
+    out = config.output_dir
+    current = fingerprint.fingerprint(config)
+    # Until a checkpoint or the final adapter exists there is nothing to continue: a new
+    # config simply replaces the old one (a refused first start is fixed and re-run).
+    trained = bool(checkpoints.checkpoint_dirs(out)) or (out / FINAL_DIR).is_dir()
+    recorded = fingerprint.read(out) if trained else None
+    changes = fingerprint.compare(recorded, current)
+    if changes.blocking:
+        raise ConfigError(
+            f"{out} holds a run started with a different config: {'; '.join(changes.blocking)}",
+            f"train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
+            f"settings it started with (recorded in {out / fingerprint.FINGERPRINT_FILE})",
+        )
+    return current, recorded, changes
+
+
+def record_fingerprint(config, checked, warn, write: bool) -> None:
+    """Warn about the safe changes a resume continues with, and record what this start trains."""
+    from trainkit import fingerprint
+
+    current, recorded, changes = checked
+    if changes.safe:
+        warn(f"continuing {config.output_dir} with changed settings: {'; '.join(changes.safe)}",
+             "these only change the run's length, cadence or reporting; the recorded fingerprint is updated")
+    if write and current != recorded:
+        fingerprint.write(config.output_dir, current)
 
 
 def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) -> int:
@@ -210,13 +291,28 @@ def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) ->
     return ExitCode.INTERRUPTED
 
 
-def save_last_good(trainer) -> Path | None:
-    """Checkpoint the state after the last finite step, unless one is already on disk."""
+def save_last_good(trainer) -> tuple[Path | None, str]:
+    """Checkpoint the state after the last good step, unless one is already on disk.
+
+    Returns (checkpoint, "") or (None, why nothing was saved; "" before the first step). Every rank calls this and
+    every decision is agreed across ranks first: a rank that skipped the save while another
+    entered its collectives would hang both.
+    """
+    from trainkit.signals import agree_across_ranks
+
     step = trainer.state.global_step
     path = Path(trainer.args.output_dir) / f"checkpoint-{step}"
     if step == 0:
-        return None
-    if not path.exists():
+        return None, ""
+    if agree_across_ranks(bool(non_finite(trainer))):
+        return None, "the weights are no longer finite, so no checkpoint was saved"
+    if not agree_across_ranks(path.exists()):
         trainer._save_checkpoint(trainer.model, trial=None)
         trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
-    return path
+    return path, ""
+
+
+def non_finite(trainer) -> list[str]:
+    from trainkit.divergence import non_finite_parameters
+
+    return non_finite_parameters(trainer.model)

@@ -7,6 +7,7 @@ described by docs/status.schema.json and docs/events.schema.json.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -18,6 +19,8 @@ from trainkit.credentials import redact_strings
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
+# Fault injection (see trainkit/faults.py): every status.json/events.jsonl write fails with ENOSPC.
+STATUS_WRITE_FAULT = "TRAINKIT_FAULT_STATUS_WRITE_ERROR"
 STATES = ("starting", "running", "completed", "failed", "crash_loop", "diverged", "interrupted")
 
 
@@ -53,6 +56,7 @@ class RunStatus:
     def __init__(self, output_dir: Path, enabled: bool = True, **fields):
         self.output_dir = output_dir
         self.enabled = enabled
+        self.write_failed = False
         self.started = time.time()
         self.data = {
             "schema_version": SCHEMA_VERSION,
@@ -82,13 +86,37 @@ class RunStatus:
         self.data["elapsed_seconds"] = round(time.time() - self.started, 3)
         self.data["updated_at"] = now_iso()
         if self.enabled:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.output_dir / STATUS_FILE, redact_strings(self.data))
+            self._write(STATUS_FILE, lambda path: write_json_atomic(path, redact_strings(self.data)))
 
     def event(self, kind: str, **fields) -> None:
         if not self.enabled:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         record = {"time": now_iso(), "event": kind, "step": self.data["step"], **fields}
-        with (self.output_dir / EVENTS_FILE).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(redact_strings(record)) + "\n")
+
+        def append(path: Path) -> None:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(redact_strings(record)) + "\n")
+
+        self._write(EVENTS_FILE, append)
+
+    def _write(self, name: str, write) -> None:
+        """Telemetry must never stop training: a full disk or an I/O error here is one WARNING.
+
+        Checkpoint writes are what a run depends on, and they fail loudly on their own;
+        the next update tries again, so status.json catches up once space is freed.
+        """
+        path = self.output_dir / name
+        try:
+            if os.environ.get(STATUS_WRITE_FAULT):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write(path)
+        except OSError as exc:
+            if self.write_failed:
+                return
+            self.write_failed = True
+            from trainkit import protocol
+
+            protocol.warning(f"cannot write {name} ({exc.strerror or exc}): training continues without "
+                             "status updates", f"free space or fix {self.output_dir}; status.json catches up "
+                             "at the next successful write")

@@ -109,6 +109,33 @@ def disk_needed_bytes(model_bytes: int, model_cached: bool, save_total_limit: in
     return (0 if model_cached else model_bytes) + (save_total_limit + 1) * checkpoint_bytes + margin
 
 
+def write_probe(directory: Path) -> None:
+    """Create and remove a file in `directory`: the only test of writability that root, ACLs,
+    read-only mounts and network filesystems all answer truthfully. Raises OSError."""
+    probe = directory / f".trainkit-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+def check_writable_dir(path: str | os.PathLike, what: str, report: Report) -> bool:
+    """ERROR unless `path` exists as a writable directory or can be created as one (nothing is created)."""
+    path = Path(path).expanduser().absolute()
+    parent = existing_parent(path)
+    if not parent.is_dir():
+        report.error(f"{what} {path} cannot be created: {parent} is a file, not a directory",
+                     "use a directory path there")
+        return False
+    try:
+        write_probe(parent)
+    except OSError as exc:
+        where = "" if parent == path else f" (its nearest existing parent {parent} is not writable)"
+        report.error(f"{what} {path} is not writable{where}: {exc.strerror or exc}",
+                     "point it at a writable disk (--output_dir ...), or fix the permissions "
+                     "(a read-only mount cannot hold checkpoints)")
+        return False
+    return True
+
+
 def check_disk_for_run(path: str | os.PathLike, needed_bytes: int, report: Report) -> bool:
     """ERROR when the filesystem holding `path` has less than `needed_bytes` free."""
     free = free_bytes(path)

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from trainkit import protocol
-from trainkit.status import read_json, write_json_atomic
+from trainkit.status import is_main_process, read_json, write_json_atomic
 
 RUN_FILE = "wandb_run.json"
 WANDB_HOST = "api.wandb.ai"
@@ -30,12 +30,16 @@ def wandb_key_present() -> str | None:
 
 
 def prepare_wandb(output_dir: Path, project: str, report_to: list[str], warn=protocol.warning) -> str | None:
-    """Set the environment for a W&B run that resumes; returns the run id, or None when off."""
+    """Set the environment for a W&B run that resumes; returns the run id, or None when off.
+
+    Only rank 0 records the run id (transformers' WandbCallback logs from rank 0 alone):
+    every rank writing its own random id left the file to whichever rank came last.
+    """
     if "wandb" not in (report_to or []):
         return None
     record = read_json(output_dir / RUN_FILE) or {}
     run_id = record.get("run_id") or secrets.token_hex(4)
-    if not record:
+    if not record and is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output_dir / RUN_FILE, {"run_id": run_id, "project": project})
     os.environ["WANDB_RUN_ID"] = run_id

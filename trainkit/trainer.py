@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import math
 
+from transformers import TrainerCallback
 from trl import SFTTrainer, get_peft_config
 
-from trainkit.divergence import DivergenceGuard
-from trainkit.faults import Faults
+from trainkit.divergence import DivergenceGuard, LossDiverged, WeightsNotFinite, gradient_norm, non_finite_parameters
+from trainkit.faults import Faults, poison_gradient
+from trainkit.signals import agree_across_ranks
 
 
 class GuardedSFTTrainer(SFTTrainer):
-    """Stops at the first diverged micro-batch loss, before the optimizer applies it.
+    """Stops at the first diverged micro-batch loss or non-finite gradient, before the optimizer applies it.
 
     Trainer's own logging_nan_inf_filter hides a NaN loss from the logs and steps on
     regardless, so the weights turn to NaN while the dashboard looks fine. Raising here
     leaves the model and optimizer exactly as they were after the last good step.
+    Every verdict is agreed across ranks, so under torchrun all ranks stop at the same
+    micro-batch instead of one waiting forever in a collective the other never reaches.
     """
 
     faults = Faults()
@@ -31,9 +35,46 @@ class GuardedSFTTrainer(SFTTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # .item() syncs the device, as Trainer's own NaN filter already does every step.
-        self.guard.observe(self.state.global_step + 1, loss.item())
+        step = self.state.global_step + 1
+        if self.faults.inf_grad_at_step == step:
+            poison_gradient(model)
+        diverged = None
+        try:
+            # .item() syncs the device, as Trainer's own NaN filter already does every step.
+            self.guard.observe(step, loss.item())
+        except LossDiverged as exc:
+            diverged = exc
+        if agree_across_ranks(diverged is not None):
+            raise diverged or LossDiverged(step, math.nan, "the loss diverged on another rank")
         return loss
+
+    def check_weights(self) -> None:
+        """Raise WeightsNotFinite (on every rank) when any rank's trainable weights hold NaN/inf."""
+        bad = non_finite_parameters(self.model)
+        if agree_across_ranks(bool(bad)):
+            raise WeightsNotFinite(self.state.global_step, bad or ["on another rank"])
+
+    def _save_checkpoint(self, model, trial):
+        # A checkpoint with NaN weights passes every file check and makes each resume diverge again.
+        self.check_weights()
+        super()._save_checkpoint(model, trial)
+
+
+class FiniteGradientCheck(TrainerCallback):
+    """The gradients the optimizer is about to apply must be finite, on every rank.
+
+    A finite loss can come with inf gradients (a bf16 overflow); clipping turns them into
+    NaN and the optimizer writes NaN weights, which the loss check sees one step too late.
+    on_pre_optimizer_step runs after clipping and before optimizer.step().
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        norm = gradient_norm(model)
+        local = not math.isfinite(norm)
+        if agree_across_ranks(local):
+            detail = f"gradients became non-finite (norm {norm})" if local else \
+                "gradients became non-finite on another rank"
+            raise LossDiverged(state.global_step + 1, norm, detail)
 
 
 def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrainer:
@@ -52,6 +93,7 @@ def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrai
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(FiniteGradientCheck())
     for callback in callbacks:
         trainer.add_callback(callback)
     return trainer
