@@ -14,6 +14,7 @@ configs/architectures/), so no weights are read and nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +75,22 @@ def check_values(config, report: Report) -> None:
                      "set max_steps to the number of optimizer steps (or max_steps: -1 with num_train_epochs > 0)")
     if not 0 <= model.lora_dropout <= 1:
         report.error(f"lora_dropout must be between 0 and 1, got {model.lora_dropout}", "use 0.05")
+    check_quantization(config, report)
     if model.lora_target_modules is not None and not model.lora_target_modules:
         report.error("lora_target_modules is empty: LoRA would train nothing",
                      "list the projections, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
+
+
+def check_quantization(config, report: Report) -> None:
+    """QLoRA (load_in_4bit) runs on bitsandbytes' CUDA kernels only."""
+    if not getattr(config.model, "load_in_4bit", False):
+        return
+    if config.platform in ("m4", "cpu"):
+        report.error(f"load_in_4bit needs CUDA (bitsandbytes), and this run is for {config.platform}",
+                     "remove load_in_4bit; scripts/suggest_config.py picks what fits this machine")
+    elif config.device == "cuda" and importlib.util.find_spec("bitsandbytes") is None:
+        report.error("load_in_4bit needs the bitsandbytes package, which is not installed",
+                     "pip install bitsandbytes on the GPU machine, or remove load_in_4bit")
 
 
 def check_lora_recommendations(config, report: Report) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trl import SFTTrainer, get_peft_config
+from trl import SFTTrainer, get_peft_config, get_quantization_config
 
 from trainkit.divergence import DivergenceGuard
 from trainkit.faults import Faults
@@ -43,6 +43,7 @@ def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrai
         train_dataset=datasets["train"],
         eval_dataset=datasets.get("validation"),
         peft_config=get_peft_config(config.model),
+        quantization_config=get_quantization_config(config.model),  # QLoRA when load_in_4bit is set
     )
     trainer.faults = faults
     trainer.guard = DivergenceGuard(config.trainkit.loss_spike_factor)
