@@ -68,6 +68,7 @@ class Config:
     model: object  # trl.ModelConfig
     device: str
     platform: str
+    dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.dryrun)
 
     @property
     def tag(self) -> str:
@@ -179,6 +180,7 @@ def parse(argv: list[str] | None = None) -> Config:
             raise ConfigError("--config needs a file", "pass --config configs/smoke.yaml")
         config_path = argv.pop(i + 1)
         argv.pop(i)
+    dry_run = pop_dry_run(argv)
     values = load_yaml(config_path) if config_path else {}
     for key, value in (values.pop("env", None) or {}).items():
         os.environ[key] = str(value)
@@ -204,7 +206,19 @@ def parse(argv: list[str] | None = None) -> Config:
 
     finish(trainkit_args, sft, model, device)
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
-    return Config(trainkit_args, sft, model, device, platform)
+    return Config(trainkit_args, sft, model, device, platform, dry_run)
+
+
+def pop_dry_run(argv: list[str]) -> str | None:
+    """--dry-run (model on the meta device) or --dry-run=load, taken out of argv; None without one."""
+    found = None
+    for arg in [a for a in argv if a.split("=")[0] in ("--dry-run", "--dry_run")]:
+        argv.remove(arg)
+        found = arg.partition("=")[2] or "meta"
+        if found not in ("meta", "load"):
+            raise ConfigError(f"--dry-run={found}: expected --dry-run or --dry-run=load",
+                              "--dry-run builds the model on the meta device; --dry-run=load loads the weights")
+    return found
 
 
 def looks_local(name: str, *roots: Path) -> bool:

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainkit.config import parse
 
         config = parse(argv)
+        if config.dry_run:  # nothing trained, nothing written: no status either
+            from trainkit.dryrun import dry_run
+
+            return dry_run(config, config.dry_run)
         status = RunStatus(config.output_dir, enabled=is_main_process(), device=config.device,
                            platform=config.platform, max_steps=config.sft.max_steps)
         return train(config, status, stop, started)
