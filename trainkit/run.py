@@ -173,7 +173,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         raise Diverged(
             f"{exc.detail} at step {exc.step}: training diverged"
             + (f"; last good state saved in {saved.name}" if saved else ""),
-            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
+            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume; "
+            f"to restart from an earlier checkpoint: scripts/rollback.py --output-dir {out} --to-step <N>",
         ) from None
 
     state = trainer.state
