@@ -59,6 +59,11 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    more_steps: int = field(
+        default=0,
+        metadata={"help": "Continue a finished run for this many more steps, from its final checkpoint with its "
+                  "optimizer state; the learning rate gets a new warmup + cosine segment (trainkit.continuation)."},
+    )
 
 
 @dataclass

@@ -116,6 +116,10 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
         f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
     )
+    from trainkit.continuation import apply as plan_continuation
+    from trainkit.continuation import begin as begin_continuation
+
+    continuation = plan_continuation(config)  # --more_steps raises max_steps before the finished check
     done = finished_state(config)
     if done:
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
@@ -151,6 +155,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
                       last_checkpoint=str(newest.path) if newest else None)
         resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
+        if continuation:
+            begin_continuation(out, continuation, newest, status)
     if newest:
         protocol.resume(step)
 
@@ -163,6 +169,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     from trainkit.trainer import build_trainer
 
     trainer = build_trainer(config, data, [callback], faults)
+    trainer.continuation = continuation
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
