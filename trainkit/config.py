@@ -74,6 +74,7 @@ class Config:
     device: str
     platform: str
     dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.dryrun)
+    sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
 
     @property
     def tag(self) -> str:
@@ -211,7 +212,10 @@ def parse(argv: list[str] | None = None) -> Config:
 
     finish(trainkit_args, sft, model, device)
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
-    return Config(trainkit_args, sft, model, device, platform, dry_run)
+    sources = {key: f"config {config_path}" for key in values}
+    sources.update({a[2:].split("=")[0]: "command line" for a in argv if a.startswith("--")})
+    sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
+    return Config(trainkit_args, sft, model, device, platform, dry_run, sources)
 
 
 def pop_dry_run(argv: list[str]) -> str | None:

@@ -52,6 +52,16 @@ def locate_model(name: str) -> ModelSource:
     return ModelSource(name, None, "", False)
 
 
+def report_sources(config, report: Report) -> None:
+    """One line naming where the set values came from (command line > config file > machine default)."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in getattr(config, "sources", {}).items():
+        by_source.setdefault(source, []).append(key)
+    if by_source:
+        report.ok("values from " + "; ".join(f"{source}: {', '.join(sorted(keys))}"
+                                             for source, keys in sorted(by_source.items())))
+
+
 def check_values(config, report: Report) -> None:
     """Values TRL accepts but that cannot train, or train nothing."""
     sft, model = config.sft, config.model
@@ -189,6 +199,7 @@ def load_tokenizer(source: ModelSource, report: Report):
 
 def preflight(config, report: Report, *, data: bool = True) -> None:
     """Every check of a parsed config; findings go into `report`."""
+    report_sources(config, report)
     check_values(config, report)
     check_lora_recommendations(config, report)
     if report.errors:
