@@ -143,3 +143,14 @@ def test_qlora_on_a_mac_is_refused_by_the_preflight(tmp_path, capfd):
     out = capfd.readouterr().out
     assert code == 1
     assert "❌ ERROR: load_in_4bit needs CUDA (bitsandbytes), and this run is for m4" in out
+
+
+def test_with_no_arguments_it_writes_the_template_for_this_machine(tmp_path, capfd, monkeypatch):
+    from trainkit import config as config_module
+
+    monkeypatch.setattr(config_module, "detect_device", lambda: "cpu")
+    config, out = suggested(tmp_path, capfd)
+    assert config["platform"] == "cpu" and config["model_name_or_path"] == TINY
+    assert config["train_file"] == "data/sample/train.jsonl"
+    assert config["validation_file"] == "data/sample/validation.jsonl"
+    assert "(this machine)" in out

@@ -44,8 +44,9 @@ BYTES_PER_TOKEN_GUESS = 3.6  # UTF-8 bytes per BPE token for English chat text, 
 # LoRA learning rate at an effective batch of 16, by base model size (parameters).
 LR_BY_SIZE = ((1e9, 5e-4), (4e9, 3e-4), (15e9, 2e-4), (math.inf, 1e-4))
 REFERENCE_BATCH = 16
-# Sustained training FLOP/s by device: a conservative model-FLOPs utilisation of the peak.
-FLOPS = {"cuda-large": 300e12, "cuda": 60e12, "mps": 4e12, "cpu": 0.05e12}
+# Sustained training FLOP/s by device: about 15 % of the bf16 peak (H100 989 TFLOP/s; a 24 GB card about
+# 165), which is what LoRA with small micro-batches and padded sequences reaches; an M4 GPU a few TFLOP/s.
+FLOPS = {"cuda-large": 150e12, "cuda": 25e12, "mps": 3e12, "cpu": 0.05e12}
 QLORA_SLOWDOWN = 1.3  # dequantising every weight on every use
 DEFAULT_STEPS = 1000
 SOURCE_NAMES = ("command line", "config", "preset", "suggested")
