@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from conftest import ROOT, base_env, run_train
 
@@ -48,3 +49,17 @@ def test_train_sh_dry_run_checks_then_plans_in_the_foreground_without_tmux(tmp_p
     assert "[DRY-RUN] effective batch 4" in result.stdout
     assert "launched in tmux" not in result.stdout
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_dry_run_of_the_h100_config_plans_a_7b_run_offline_without_its_weights_or_tokenizer(tmp_path):
+    out = tmp_path / "h100"
+    cmd = [sys.executable, "train.py", "--config", "configs/training_config_h100.yaml", "--output_dir", str(out),
+           "--train_file", "data/sample/train.jsonl", "--validation_file", "data/sample/validation.jsonl",
+           "--dry-run"]
+    result = subprocess.run(cmd, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("[DRY-RUN] effective batch 16 (8 per device x 2 accumulation x 1 process(es)); "
+            "3000 steps = 150.00 epochs of 320 examples (20 steps each)") in result.stdout
+    assert "⚠️ WARNING: dry run: no tokenizer or architecture for Qwen/Qwen2.5-7B-Instruct offline" in result.stdout
+    assert "[DRY-RUN] memory estimate: estimated peak memory 32.6 GB is 47% of the 70 GB budget" in result.stdout
+    assert not out.exists()

@@ -38,18 +38,21 @@ def meta_args(sft):
     return args
 
 
-def build_meta_trainer(config, data, report):
+def build_meta_trainer(config, data):
     """The trainer around a meta-device model, or None (with a warning) when there is no tokenizer offline."""
     from trl import get_peft_config
 
     from trainkit.faults import Faults
     from trainkit.preflight import build_meta_model, load_tokenizer, locate_model
+    from trainkit.report import Report
     from trainkit.trainer import GuardedSFTTrainer
 
     source = locate_model(config.model.model_name_or_path)
-    tokenizer = load_tokenizer(source, report)
-    model = build_meta_model(source, report)
+    tokenizer = load_tokenizer(source, Report())  # the preflight has already warned about a missing one
+    model = build_meta_model(source, Report())
     if tokenizer is None or model is None:
+        protocol.warning(f"dry run: no tokenizer or architecture for {source.name} offline, so the data is not "
+                         "rendered and no trainer is built", "the plan below counts the raw examples instead")
         return None
     trainer = GuardedSFTTrainer(model=model, args=meta_args(config.sft), train_dataset=data["train"],
                                 eval_dataset=data.get("validation"), processing_class=tokenizer,
@@ -91,10 +94,7 @@ def checked_dry_run(config, mode: str) -> int:
 
         trainer = build_trainer(config, data, [], Faults())
     else:
-        found = Report(TAG)
-        trainer = build_meta_trainer(config, data, found)
-        for finding in found.warnings:
-            protocol.warning(finding.message, "the plan below counts the raw examples instead")
+        trainer = build_meta_trainer(config, data)
     if trainer is not None:
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in trainer.model.parameters())
