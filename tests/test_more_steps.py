@@ -38,3 +38,20 @@ def test_more_steps_on_a_run_that_never_finished_is_an_input_error(crashed_at_st
     run = run_train(out, "--max_steps", "8", "--more_steps", "4")
     assert run.returncode == 1
     assert run.verdict.startswith(f"❌ ERROR: --more_steps continues a finished run, and {out} has no final/")
+
+
+def test_a_crashed_continuation_resumes_the_same_segment_and_a_new_one_counts_from_the_final_step(tmp_path):
+    import json
+
+    from trainkit.continuation import Continuation, plan, record
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "trainer_state.json").write_text(json.dumps({"global_step": 100}))
+    first = plan(tmp_path, 50, warmup_steps=20)
+    assert (first.from_step, first.max_steps, first.warmup_steps) == (100, 150, 5)  # warmup at most a tenth
+    record(tmp_path, first)
+    assert plan(tmp_path, 50, warmup_steps=20) == first  # the supervisor re-running the same command
+    assert plan(tmp_path, 80, warmup_steps=20).max_steps == 180  # another N is another segment
+    segment = Continuation(100, 50, 5)
+    assert segment.factor(100) < segment.factor(104) <= 1.0  # warming up
+    assert segment.factor(105) == 1.0 and segment.factor(150) == 0.0  # peak, then cosine down to zero

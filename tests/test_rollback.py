@@ -49,3 +49,13 @@ def test_a_rollback_to_a_checkpoint_that_is_not_there_names_the_ones_that_are(cr
     assert ROLLBACK(["--output-dir", str(out), "--to-checkpoint", "checkpoint-3"]) == 1
     said = capfd.readouterr().out
     assert f"❌ ERROR: no checkpoint-3 in {out} (checkpoints: checkpoint-2, checkpoint-4)" in said
+
+
+def test_rolling_back_a_finished_run_moves_its_final_adapter_aside_too(crashed_at_step_5, tmp_path, capfd):
+    out = copy_run(crashed_at_step_5[0], tmp_path / "run")
+    (out / "final").mkdir()
+    (out / "final" / "adapter_model.safetensors").write_bytes(b"x")
+    assert ROLLBACK(["--output-dir", str(out), "--to-checkpoint", str(out / "checkpoint-4")]) == 0
+    (moved_into,) = (out / "rolled_back").iterdir()
+    assert sorted(p.name for p in moved_into.iterdir()) == ["final"]
+    assert "[ROLLBACK] moved final to" in capfd.readouterr().out
