@@ -47,12 +47,12 @@ def parse_args(argv):
 
 
 def show(runs) -> None:
-    from trainkit.callbacks import format_duration
+    from trainkit.monitor import duration
 
     for run in runs:
         step = f"{run.step if run.step is not None else '?'}/{run.max_steps or '?'}"
         loss = f"{run.loss:.4f}" if isinstance(run.loss, (int, float)) else "-"
-        eta = format_duration(run.eta_seconds) if run.eta_seconds is not None else "-"
+        eta = duration(run.eta_seconds) if run.eta_seconds is not None else "-"
         print(f"{run.name:<28} {run.state:<12} step {step:<12} ckpt {run.last_checkpoint or '-':<18} "
               f"loss {loss:<8} ETA {eta:<9} {run.wandb_url or ''}".rstrip())
 

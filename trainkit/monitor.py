@@ -83,9 +83,11 @@ def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
 
 
 def duration(seconds) -> str:
-    from trainkit.callbacks import format_duration
-
-    return format_duration(seconds) if isinstance(seconds, (int, float)) else "?"
+    """H:MM:SS, as the trainer's progress lines write it (trainkit.callbacks imports transformers: seconds)."""
+    if not isinstance(seconds, (int, float)):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def number(value, fmt: str, unit: str = "") -> str:
