@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainkit import protocol
+from trainkit.errors import ConfigError
 from trainkit.protocol import ExitCode
 from trainkit.report import CheckerArgumentParser
 
@@ -70,9 +71,12 @@ def stop(name: str, root: Path, timeout: float, wait: bool) -> int:
         state = (read_json(output_dir / STATUS_FILE) or {}).get("state", "unknown")
         protocol.error(f"nothing is training on {output_dir} (state {state})", "nothing to stop")
         return ExitCode.ERROR
-    targets = send_stop(output_dir, owner)
-    protocol.section(TAG, "SIGTERM sent to " + ", ".join(
-        f"process group {pid}" if kind == "group" else f"pid {pid}" for kind, pid in targets))
+    try:
+        kind, pid = send_stop(owner)
+    except ConfigError as exc:
+        protocol.error(exc.message, exc.hint)
+        return ExitCode.ERROR
+    protocol.section(TAG, f"SIGTERM sent to {'process group' if kind == 'group' else 'pid'} {pid}")
     if not wait:
         protocol.success(f"stop requested for {output_dir.name}: it saves a checkpoint and exits 75")
         return ExitCode.OK

@@ -58,7 +58,8 @@ def roll_back(output_dir: Path, *, to_step: int | None = None, to_checkpoint: st
     owner = live_owner(output_dir)
     if owner:
         where = f"tmux session {owner['session']}, " if owner.get("session") else ""
-        raise ConfigError(f"a trainer is running on {output_dir} ({where}pid {owner['pid']}): not rolling back",
+        raise ConfigError(f"a trainer is running on {output_dir} ({where}pid {owner.get('pid') or '?'}): "
+                          "not rolling back",
                           f"stop it first: scripts/runs.py stop {output_dir.name} (it saves a checkpoint)")
     target = find_target(output_dir, to_step, to_checkpoint)
     newer = [c.path for c in checkpoint_dirs(output_dir) if c.step > target.step]

@@ -90,7 +90,7 @@ def summarize(output_dir: Path) -> RunSummary:
         name=output_dir.name, output_dir=str(output_dir), state=state, step=status.get("step"),
         max_steps=status.get("max_steps"), last_checkpoint=Path(last).name if last else None,
         loss=status.get("loss"), eta_seconds=status.get("eta_seconds") if state in LIVE_STATES else None,
-        wandb_url=status.get("wandb_url"), pid=owner["pid"] if owner else None,
+        wandb_url=status.get("wandb_url"), pid=int(owner["pid"]) if owner and str(owner.get("pid")).isdigit() else None,
     )
 
 
@@ -110,37 +110,29 @@ def resolve(name: str, root: Path) -> Path:
     return path if path.is_dir() and (path / STATUS_FILE).exists() else root / name
 
 
-def signal_targets(owner_pid: int, trainer_pid: int | None) -> list[tuple[str, int]]:
-    """Whom to send one SIGTERM each: a supervisor leading its process group gets it group-wide (train.py
-    included, as Ctrl-C in its tmux pane would); otherwise the owner and the trainer separately. Never two
-    signals to one process: a second one means "stop now, without saving"."""
+def signal_target(owner_pid: int) -> tuple[str, int]:
+    """Where the one SIGTERM goes: the owner's whole process group when it leads one (a supervisor in tmux:
+    train.py then hears it as it would a Ctrl-C in the pane, or through the supervisor, which passes it on),
+    otherwise the owner alone. Never a second signal to the trainer: that one means "stop now, no save"."""
     try:
         leads_group = os.getpgid(owner_pid) == owner_pid
     except ProcessLookupError:
         leads_group = False
-    if leads_group:
-        return [("group", owner_pid)]
-    targets = [("pid", owner_pid)]
-    if trainer_pid and trainer_pid != owner_pid and pid_alive(trainer_pid):
-        try:
-            same_group = os.getpgid(trainer_pid) == os.getpgid(owner_pid)
-        except ProcessLookupError:
-            same_group = False
-        if not same_group:
-            targets.append(("pid", trainer_pid))
-    return targets
+    return ("group", owner_pid) if leads_group else ("pid", owner_pid)
 
 
-def send_stop(output_dir: Path, owner: dict) -> list[tuple[str, int]]:
-    status = read_json(output_dir / STATUS_FILE) or {}
-    trainer = status.get("pid") if pid_alive(status.get("pid")) else None
-    targets = signal_targets(int(owner["pid"]), int(trainer) if trainer else None)
-    for kind, pid in targets:
-        if kind == "group":
-            os.killpg(pid, signal.SIGTERM)
-        else:
-            os.kill(pid, signal.SIGTERM)
-    return targets
+def send_stop(owner: dict) -> tuple[str, int]:
+    pid = str(owner.get("pid") or "")
+    if not pid.isdigit():
+        from trainkit.errors import ConfigError
+
+        raise ConfigError("the run's lock names no process id to signal", "stop it in its tmux session with Ctrl-C")
+    kind, target = signal_target(int(pid))
+    if kind == "group":
+        os.killpg(target, signal.SIGTERM)
+    else:
+        os.kill(target, signal.SIGTERM)
+    return kind, target
 
 
 def wait_stopped(output_dir: Path, timeout: float, poll: float = 0.5) -> bool:
