@@ -37,6 +37,7 @@ def suggested(tmp_path, capfd, *args) -> tuple[dict, str]:
 
 def bf16_must_give_way(config: dict, budget_gb: float) -> bool:
     """Whether bf16 weights cannot fit the planning target even at batch 1 with activation checkpointing."""
+    from trainkit.config import detect_device
     from trainkit.memory import describe
     from trainkit.preflight import build_meta_model, locate_model
     from trainkit.report import Report
@@ -46,7 +47,7 @@ def bf16_must_give_way(config: dict, budget_gb: float) -> bool:
     smallest = estimate_from(arch, Settings(batch_size=1, max_length=config["max_length"], weight_bytes=2,
                                             load_in_4bit=False, lora_r=config["lora_r"],
                                             activation_checkpointing=True, lora_dropout=0.05, fused_lm_head=True,
-                                            triton=False))
+                                            triton=detect_device() == "cuda"))
     return smallest.total > WARNING_FRACTION * budget_gb * GB
 
 
