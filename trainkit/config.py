@@ -11,6 +11,7 @@ machine unless the config names them.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib.util
@@ -144,7 +145,12 @@ def _parser():
             raise ConfigError(f"invalid config value: {message}",
                               "fix it in the config file or on the command line (python train.py --help)")
 
-    return Parser(_dataclass_types())
+    parser = Parser(_dataclass_types())
+    # For --help only: parse() takes --dry-run out of argv before the parser sees it.
+    parser.add_argument("--dry-run", nargs="?", const="meta", default=argparse.SUPPRESS, metavar="load",
+                        help="Run everything up to the first optimizer step, print the plan, write nothing; "
+                             "--dry-run=load also loads the weights (trainkit.dryrun).")
+    return parser
 
 
 def known_keys() -> list[str]:
