@@ -14,7 +14,7 @@ TINY_MODEL := models/tiny-chat/config.json
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo test lint pytest bats test-tools clean
+.PHONY: help setup demo test lint pytest bats test-tools clean init-config
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ demo: setup ## set up, launch the smoke run in tmux, wait for it and show its st
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
 	@$(PY) -m trainkit.demo finish $(DEMO_OUTPUT)
+
+# A config sized for this machine: the model and data it trains, a reason on every key.
+init-config: setup ## write configs/mine.yaml, sized for this machine (scripts/suggest_config.py)
+	$(PY) scripts/suggest_config.py --output configs/mine.yaml
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/train.sh --platform {h100,m4,cpu} [--config FILE] [--output-dir DIR] [--session NAME]
-#                         [--no-wait] [--watch-steps N] [--watch-timeout SECONDS] [-- TRAIN_ARGS...]
+#                         [--no-wait] [--watch-steps N] [--watch-timeout SECONDS] [--dry-run[=load]]
+#                         [-- TRAIN_ARGS...]
 #
 # Launch a training run in tmux and watch its start. Runs the preflight checks, refuses a
 # second trainer on the same output dir or session, starts scripts/supervise.sh (which runs
@@ -12,6 +13,8 @@
 #
 #   --config FILE        default: configs/training_config_h100.yaml, _m4.yaml, or configs/smoke.yaml (cpu)
 #   --output-dir DIR     override the config's output_dir
+#   --dry-run[=load]     run the preflight checks, then train.py --dry-run in the foreground (no tmux, no
+#                        log, nothing written): the plan up to the first optimizer step; =load reads the weights
 #   TRAIN_ARGS           extra train.py flags, e.g. -- --max_steps 2000
 #
 # Exit codes: 0 running (or finished), 1 preflight/input error or another trainer owns the
@@ -34,7 +37,7 @@ source "$(dirname "$0")/lib/status.sh"
 tk_maybe_help "$0" "$@"
 
 platform="" config="" output_dir="" session="${TRAINKIT_SESSION:-weatherman-training}"
-wait_for_steps=1 watch_steps=100 watch_timeout="${TRAINKIT_WATCH_TIMEOUT:-3600}"
+dry_run="" wait_for_steps=1 watch_steps=100 watch_timeout="${TRAINKIT_WATCH_TIMEOUT:-3600}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --platform) platform="$2"; shift 2 ;;
@@ -45,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --watch-steps) watch_steps="$2"; shift 2 ;;
     --watch-timeout) watch_timeout="$2"; shift 2 ;;
     --yes) shift ;;
+    --dry-run | --dry-run=*) dry_run="$1"; shift ;;
     --) shift; break ;;
     *) tk_die "$TK_EXIT_ERROR" "unknown argument: $1" "see scripts/train.sh --help" ;;
   esac
@@ -62,7 +66,7 @@ config="${config:-$default_config}"
 [[ -f "$config" ]] || tk_die "$TK_EXIT_ERROR" "config file not found: $config" "pass --config configs/<name>.yaml"
 output_dir="${output_dir:-$(tk_config_value "$config" output_dir outputs/run)}"
 [[ "$output_dir" == /* ]] || output_dir="$root/$output_dir"
-command -v tmux >/dev/null || tk_die "$TK_EXIT_ERROR" "tmux is not installed" "install it: apt-get install tmux, or brew install tmux"
+command -v tmux >/dev/null || [[ -n "$dry_run" ]] || tk_die "$TK_EXIT_ERROR" "tmux is not installed" "install it: apt-get install tmux, or brew install tmux"
 
 # One trainer per output dir and per session; a lock left by a dead supervisor is cleared.
 if [[ -f "$(tk_lock_file "$output_dir")" ]]; then
@@ -89,6 +93,10 @@ run_check scripts/validate_environment.py --env "$platform"
 [[ "$platform" == "cpu" ]] || run_check scripts/check_gpu.py --env "$platform"
 run_check scripts/check_storage.py --path "$root" --platform "$platform" --output-dir "$output_dir"
 run_check scripts/validate_training_config.py --config "$config" --output_dir "$output_dir" "$@"
+
+if [[ -n "$dry_run" ]]; then
+  exec "$python" train.py --config "$config" --output_dir "$output_dir" "$dry_run" "$@"
+fi
 
 mkdir -p logs "$output_dir"
 # The last run's verdict must not pass for this one's while the new supervisor is starting.

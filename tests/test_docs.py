@@ -205,7 +205,7 @@ def flag_problems(command: Command) -> list[str]:
         args, train_args = args[:cut], args[cut + 1:]
     problems = []
     if name == "train.py":
-        allowed = set(config_keys()) | {"config", "help", "help-all"}
+        allowed = set(config_keys()) | {"config", "help", "help-all", "dry-run"}
     else:
         text = help_text(command.program)
         allowed = set(re.findall(r"(?<![\w-])--([\w-]+)", text)) | {"help"}

@@ -7,6 +7,7 @@ import time
 from transformers import TrainerCallback
 
 from trainkit import protocol
+from trainkit.device_figures import device_figures
 from trainkit.faults import Faults, InjectedCrash, poison_weights
 from trainkit.signals import StopRequest, agree_across_ranks
 from trainkit.status import RunStatus
@@ -107,6 +108,9 @@ class TrainkitCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if "eval_loss" in logs:
+            # The eval event itself, with the tool-call figures, comes from trainkit.eval_callback.
+            self.status.update(eval_loss=logs["eval_loss"])
         if "loss" not in logs:
             return
         now = time.time()
@@ -129,6 +133,7 @@ class TrainkitCallback(TrainerCallback):
             tokens_per_second=round(tokens_per_second, 1) if tokens_per_second else None,
             eta_seconds=round(eta, 1) if eta is not None else None,
             memory=memory_figures(),
+            gpu=device_figures(),
         )
         self.status.event("log", loss=logs["loss"], learning_rate=logs.get("learning_rate"))
         if self.verbose:

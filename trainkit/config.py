@@ -11,6 +11,7 @@ machine unless the config names them.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib.util
@@ -68,6 +69,11 @@ class TrainkitArguments:
     tool_eval_max_new_tokens: int = field(
         default=128, metadata={"help": "Most tokens generated per assistant turn in the tool-call evaluation."}
     )
+    more_steps: int = field(
+        default=0,
+        metadata={"help": "Continue a finished run for this many more steps, from its final checkpoint with its "
+                  "optimizer state; the learning rate gets a new warmup + cosine segment (trainkit.continuation)."},
+    )
 
 
 @dataclass
@@ -77,6 +83,8 @@ class Config:
     model: object  # trl.ModelConfig
     device: str
     platform: str
+    dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.dryrun)
+    sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
 
     @property
     def tag(self) -> str:
@@ -147,7 +155,12 @@ def _parser():
                               "fix it in the config file or on the command line (python train.py --help)")
 
     # allow_abbrev=False: argparse would otherwise take --learning_rat for --learning_rate.
-    return Parser(_dataclass_types(), allow_abbrev=False)
+    parser = Parser(_dataclass_types(), allow_abbrev=False)
+    # For --help only: parse() takes --dry-run out of argv before the parser sees it.
+    parser.add_argument("--dry-run", nargs="?", const="meta", default=argparse.SUPPRESS, metavar="load",
+                        help="Run everything up to the first optimizer step, print the plan, write nothing; "
+                             "--dry-run=load also loads the weights (trainkit.dryrun).")
+    return parser
 
 
 def known_keys() -> list[str]:
@@ -254,6 +267,7 @@ def parse(argv: list[str] | None = None) -> Config:
             raise ConfigError("--config needs a file", "pass --config configs/smoke.yaml")
         config_path = argv.pop(i + 1)
         argv.pop(i)
+    dry_run = pop_dry_run(argv)
     values = load_yaml(config_path) if config_path else {}
     for key, value in (values.pop("env", None) or {}).items():
         os.environ[key] = str(value)
@@ -281,7 +295,22 @@ def parse(argv: list[str] | None = None) -> Config:
 
     finish(trainkit_args, sft, model, device)
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
-    return Config(trainkit_args, sft, model, device, platform)
+    sources = {key: f"config {config_path}" for key in values}
+    sources.update({a[2:].split("=")[0]: "command line" for a in argv if a.startswith("--")})
+    sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
+    return Config(trainkit_args, sft, model, device, platform, dry_run, sources)
+
+
+def pop_dry_run(argv: list[str]) -> str | None:
+    """--dry-run (model on the meta device) or --dry-run=load, taken out of argv; None without one."""
+    found = None
+    for arg in [a for a in argv if a.split("=")[0] in ("--dry-run", "--dry_run")]:
+        argv.remove(arg)
+        found = arg.partition("=")[2] or "meta"
+        if found not in ("meta", "load"):
+            raise ConfigError(f"--dry-run={found}: expected --dry-run or --dry-run=load",
+                              "--dry-run builds the model on the meta device; --dry-run=load loads the weights")
+    return found
 
 
 def looks_local(name: str, *roots: Path) -> bool:

@@ -14,6 +14,7 @@ configs/architectures/), so no weights are read and nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def locate_model(name: str) -> ModelSource:
     if (shipped / "config.json").is_file():
         return ModelSource(name, shipped, "shipped", False)
     return ModelSource(name, None, "", False)
+
+
+def report_sources(config, report: Report) -> None:
+    """One line naming where the set values came from (command line > config file > machine default)."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in getattr(config, "sources", {}).items():
+        by_source.setdefault(source, []).append(key)
+    if by_source:
+        report.ok("values from " + "; ".join(f"{source}: {', '.join(sorted(keys))}"
+                                             for source, keys in sorted(by_source.items())))
 
 
 def check_values(config, report: Report) -> None:
@@ -92,9 +103,22 @@ def check_values(config, report: Report) -> None:
                      "LoRA learning rates are around 1e-4 to 5e-4; did you mean 2e-4?")
     if not 0 <= model.lora_dropout <= 1:
         report.error(f"lora_dropout must be between 0 and 1, got {model.lora_dropout}", "use 0.05")
+    check_quantization(config, report)
     if model.lora_target_modules is not None and not model.lora_target_modules:
         report.error("lora_target_modules is empty: LoRA would train nothing",
                      "list the projections, e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]")
+
+
+def check_quantization(config, report: Report) -> None:
+    """QLoRA (load_in_4bit) runs on bitsandbytes' CUDA kernels only."""
+    if not getattr(config.model, "load_in_4bit", False):
+        return
+    if config.platform in ("m4", "cpu"):
+        report.error(f"load_in_4bit needs CUDA (bitsandbytes), and this run is for {config.platform}",
+                     "remove load_in_4bit; scripts/suggest_config.py picks what fits this machine")
+    elif config.device == "cuda" and importlib.util.find_spec("bitsandbytes") is None:
+        report.error("load_in_4bit needs the bitsandbytes package, which is not installed",
+                     "pip install bitsandbytes on the GPU machine, or remove load_in_4bit")
 
 
 def check_lora_recommendations(config, report: Report) -> None:
@@ -210,6 +234,7 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     validator alone accepts a model whose architecture is shipped but whose weights are
     out of reach).
     """
+    report_sources(config, report)
     check_values(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)

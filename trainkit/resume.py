@@ -25,6 +25,7 @@ def record_start(output_dir: Path, step: int, checkpoint: Path | None) -> dict:
     previous = read_metadata(output_dir) or {}
     same_step = previous.get("last_step") == step and not previous.get("clean_exit", False)
     metadata = {
+        **previous,  # what others recorded (rollbacks, a --more_steps continuation) stays
         "last_checkpoint": str(checkpoint) if checkpoint else None,
         "last_step": step,
         "resume_count": previous.get("resume_count", 0) + 1 if same_step else 0,

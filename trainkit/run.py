@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainkit.config import parse
 
         config = parse(argv)
+        if config.dry_run:  # nothing trained, nothing written: no status either
+            from trainkit.dryrun import dry_run
+
+            return dry_run(config, config.dry_run)
         status = RunStatus(config.output_dir, enabled=is_main_process(), device=config.device,
                            platform=config.platform, max_steps=config.sft.max_steps)
         return train(config, status, stop, started)
@@ -114,6 +118,11 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
         f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
     )
+    from trainkit.continuation import apply as plan_continuation
+    from trainkit.continuation import begin as begin_continuation
+
+    # --more_steps raises max_steps before the fingerprint and "already complete" look at it.
+    continuation = plan_continuation(config)
     # The same checks as validate_training_config.py, before anything heavy or any write.
     from trainkit.preflight import preflight
     from trainkit.report import Report
@@ -152,10 +161,12 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
                       last_checkpoint=str(newest.path) if newest else None)
         resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
+        if continuation:
+            begin_continuation(out, continuation, newest, status)
     if newest:
         protocol.resume(step)
     try:
-        return train_from(newest, config, status, stop, started, warn)
+        return train_from(newest, config, status, stop, started, warn, continuation)
     except TrainkitError as exc:
         if exc.exit_code == ExitCode.ERROR and main_proc:
             # Fix-the-input is a verdict, not a crash: the next start does not count as a retry.
@@ -168,7 +179,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
 BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
 
 
-def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn) -> int:
+def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn, continuation=None) -> int:
     from trainkit import resume
     from trainkit.callbacks import TrainkitCallback
     from trainkit.data import load_chat_data
@@ -198,6 +209,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
             f"the trainer refused this configuration: {detail[:600]}",
             f"change the setting it names (config file or command line) and re-run; traceback in {log_path}",
         ) from None
+    trainer.continuation = continuation
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
@@ -220,7 +232,8 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
             where = f"; {why}" + (f": the newest periodic checkpoint is {periodic}" if periodic else "")
         raise Diverged(
             f"{exc.detail} at step {exc.step}: training diverged{where}",
-            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume",
+            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume; "
+            f"to restart from an earlier checkpoint: scripts/rollback.py --output-dir {out} --to-step <N>",
         ) from None
 
     final = out / FINAL_DIR

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from transformers import TrainerCallback
-from trl import SFTTrainer, get_peft_config
+from trl import SFTTrainer, get_peft_config, get_quantization_config
 
 from trainkit.divergence import DivergenceGuard, LossDiverged, WeightsNotFinite, gradient_norm, non_finite_parameters
 from trainkit.faults import Faults, poison_gradient
@@ -24,6 +24,25 @@ class GuardedSFTTrainer(SFTTrainer):
 
     faults = Faults()
     guard = DivergenceGuard()
+    continuation = None  # trainkit.continuation.Continuation for --more_steps
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.continuation is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        from trainkit.continuation import segment_scheduler
+
+        self.lr_scheduler = segment_scheduler(optimizer or self.optimizer, self.continuation)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.continuation is not None and checkpoint is not None:
+            # optimizer.pt holds the last learning rate of the old schedule (about 0 at the end of a cosine);
+            # the segment's first step must use its own.
+            from trainkit.continuation import start_segment
+
+            start_segment(self.optimizer, self.lr_scheduler, self.continuation)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -84,6 +103,7 @@ def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrai
         train_dataset=datasets["train"],
         eval_dataset=datasets.get("validation"),
         peft_config=get_peft_config(config.model),
+        quantization_config=get_quantization_config(config.model),  # QLoRA when load_in_4bit is set
     )
     trainer.faults = faults
     trainer.guard = DivergenceGuard(config.trainkit.loss_spike_factor)

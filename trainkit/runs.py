@@ -1,0 +1,144 @@
+"""Every run under outputs/, and stopping one cleanly.
+
+    for run in list_runs(Path("outputs")):
+        print(run.name, run.state, run.step, run.max_steps)
+    stop_run(Path("outputs/weatherman-h100"))   # SIGTERM: the trainer checkpoints and exits 75
+
+A run is a directory with a status.json (or checkpoints). Whether its trainer is alive comes from
+trainkit.lock.owner() (the supervisor's lock) and, for a train.py started by hand, from the pid in
+status.json; a run whose status says running but whose process is gone is reported as dead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trainkit.checkpoints import checkpoint_dirs
+from trainkit.status import STATUS_FILE, read_json
+
+LOCK_FILE = ".trainkit.lock"
+LIVE_STATES = ("starting", "running", "restarting", "stalled")
+
+
+def pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_file_owner(output_dir: Path) -> dict | None:
+    """The supervisor named in OUTPUT_DIR/.trainkit.lock (pid=, session=, log= lines), if it is alive."""
+    try:
+        text = (Path(output_dir) / LOCK_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if not pid_alive(fields.get("pid")):
+        return None
+    return {"pid": int(fields["pid"]), "session": fields.get("session") or None, "log": fields.get("log") or None}
+
+
+def live_owner(output_dir: Path) -> dict | None:
+    """pid/session/log of the live process training in output_dir, or None when none is."""
+    try:
+        from trainkit.lock import owner
+    except ImportError:
+        owner = lock_file_owner
+    found = owner(Path(output_dir))
+    if found:
+        return found
+    status = read_json(Path(output_dir) / STATUS_FILE) or {}
+    if status.get("state") in LIVE_STATES and pid_alive(status.get("pid")):
+        return {"pid": int(status["pid"]), "session": None, "log": None}
+    return None
+
+
+@dataclass
+class RunSummary:
+    name: str
+    output_dir: str
+    state: str
+    step: int | None
+    max_steps: int | None
+    last_checkpoint: str | None
+    loss: float | None
+    eta_seconds: float | None
+    wandb_url: str | None
+    pid: int | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(output_dir: Path) -> RunSummary:
+    status = read_json(output_dir / STATUS_FILE) or {}
+    owner = live_owner(output_dir)
+    state = status.get("state") or ("unknown" if not checkpoint_dirs(output_dir) else "interrupted")
+    if state in LIVE_STATES and owner is None:
+        state = "dead"
+    checkpoints = checkpoint_dirs(output_dir)
+    last = status.get("last_checkpoint") or (str(checkpoints[0].path) if checkpoints else None)
+    return RunSummary(
+        name=output_dir.name, output_dir=str(output_dir), state=state, step=status.get("step"),
+        max_steps=status.get("max_steps"), last_checkpoint=Path(last).name if last else None,
+        loss=status.get("loss"), eta_seconds=status.get("eta_seconds") if state in LIVE_STATES else None,
+        wandb_url=status.get("wandb_url"), pid=int(owner["pid"]) if owner and str(owner.get("pid")).isdigit() else None,
+    )
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / STATUS_FILE).is_file() or bool(checkpoint_dirs(path)))
+
+
+def list_runs(root: Path) -> list[RunSummary]:
+    if not root.is_dir():
+        return []
+    return [summarize(p) for p in sorted(root.iterdir()) if is_run_dir(p)]
+
+
+def resolve(name: str, root: Path) -> Path:
+    """A run by its name under root, or by its path."""
+    path = Path(name)
+    return path if path.is_dir() and (path / STATUS_FILE).exists() else root / name
+
+
+def signal_target(owner_pid: int) -> tuple[str, int]:
+    """Where the one SIGTERM goes: the owner's whole process group when it leads one (a supervisor in tmux:
+    train.py then hears it as it would a Ctrl-C in the pane, or through the supervisor, which passes it on),
+    otherwise the owner alone. Never a second signal to the trainer: that one means "stop now, no save"."""
+    try:
+        leads_group = os.getpgid(owner_pid) == owner_pid
+    except ProcessLookupError:
+        leads_group = False
+    return ("group", owner_pid) if leads_group else ("pid", owner_pid)
+
+
+def send_stop(owner: dict) -> tuple[str, int]:
+    pid = str(owner.get("pid") or "")
+    if not pid.isdigit():
+        from trainkit.errors import ConfigError
+
+        raise ConfigError("the run's lock names no process id to signal", "stop it in its tmux session with Ctrl-C")
+    kind, target = signal_target(int(pid))
+    if kind == "group":
+        os.killpg(target, signal.SIGTERM)
+    else:
+        os.kill(target, signal.SIGTERM)
+    return kind, target
+
+
+def wait_stopped(output_dir: Path, timeout: float, poll: float = 0.5) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if live_owner(output_dir) is None:
+            return True
+        time.sleep(poll)
+    return live_owner(output_dir) is None
