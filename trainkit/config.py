@@ -59,6 +59,11 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    save_every_minutes: float = field(
+        default=15,
+        metadata={"help": "Also save a checkpoint when this many minutes passed since the last one, whatever "
+                  "save_steps says, so a preemption loses at most that much time (0 turns it off)."},
+    )
 
 
 @dataclass
@@ -265,6 +270,8 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         )
     if trainkit_args.estimate_after_steps < 0:
         raise ConfigError("estimate_after_steps must be 0 (off) or more", "use the default of 100")
+    if trainkit_args.save_every_minutes < 0:
+        raise ConfigError("save_every_minutes must be 0 (off) or more", "use the default of 15")
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.

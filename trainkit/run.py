@@ -156,9 +156,11 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
                                 estimate_after=config.trainkit.estimate_after_steps)
 
     from trainkit.divergence import LossDiverged
+    from trainkit.timed_saves import TimedSaveCallback
     from trainkit.trainer import build_trainer
 
-    trainer = build_trainer(config, data, [callback], faults)
+    timed_saves = TimedSaveCallback(config.trainkit.save_every_minutes)
+    trainer = build_trainer(config, data, [callback, timed_saves], faults)
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     status.update(startup_seconds=round(time.time() - started, 2))
