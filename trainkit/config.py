@@ -59,6 +59,11 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    activation_checkpointing_auto: bool = field(
+        default=False,
+        metadata={"help": "Let the memory estimate decide activation_checkpointing (what "
+                  "`activation_checkpointing: auto` in a config sets); the preflight says which it chose."},
+    )
     save_every_minutes: float = field(
         default=15,
         metadata={"help": "Also save a checkpoint when this many minutes passed since the last one, whatever "
@@ -187,6 +192,9 @@ def parse(argv: list[str] | None = None) -> Config:
     values = load_yaml(config_path) if config_path else {}
     for key, value in (values.pop("env", None) or {}).items():
         os.environ[key] = str(value)
+    from trainkit.speed import take_auto_checkpointing
+
+    auto_checkpointing = take_auto_checkpointing(values, argv)
 
     device = detect_device()
     explicit = set(values) | {a[2:].split("=")[0] for a in argv if a.startswith("--")}
@@ -207,6 +215,7 @@ def parse(argv: list[str] | None = None) -> Config:
         flags = [s for s in unknown if s.startswith("--")] or unknown
         raise unknown_key_error([f.lstrip("-").split("=")[0] for f in flags], "the command line")
 
+    trainkit_args.activation_checkpointing_auto = trainkit_args.activation_checkpointing_auto or auto_checkpointing
     finish(trainkit_args, sft, model, device)
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
     return Config(trainkit_args, sft, model, device, platform)

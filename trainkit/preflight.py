@@ -225,6 +225,10 @@ def check_memory_and_disk(model, source: ModelSource, config, report: Report) ->
         triton=config.device == "cuda",
     )
     budget = platform_budget_gb(config.platform, targs.memory_budget_gb)
+    if targs.activation_checkpointing_auto:
+        from trainkit.speed import decide_activation_checkpointing
+
+        decide_activation_checkpointing(estimate, budget, sft, report)
     check_memory(estimate, budget, report,
                  batch_size=sft.per_device_train_batch_size,
                  gradient_accumulation_steps=sft.gradient_accumulation_steps,
