@@ -13,7 +13,7 @@ TINY_MODEL := models/tiny-chat/config.json
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo test lint pytest bats test-tools clean
+.PHONY: help setup demo bench test lint pytest bats test-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ demo: setup ## set up, launch the smoke run in tmux, wait for it and show its st
 	@test -e outputs/smoke/.trainkit.lock || rm -rf outputs/smoke
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
+
+# Throughput of trainkit's settings against plain TRL on this machine (tiny model on CPU, the 7B
+# architecture with random weights on CUDA); a table on screen, JSON under outputs/bench/.
+BENCH_ARGS ?=
+bench: setup ## benchmark trainkit vs plain TRL (tokens/s, padding, memory, MFU)
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh
