@@ -54,13 +54,13 @@ add_final_data() {
   cp "$REPO_ROOT/data/sample/validation.jsonl" "$REPO/data/synthetic/final_validation.jsonl"
 }
 
-@test "on an H100 80GB pod with CUDA 12.4 setup creates the conda env, installs flash-attn and succeeds" {
+@test "on an H100 80GB pod with CUDA 12.4 setup creates the conda env, installs attention and succeeds" {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line "[SETUP-H100] GPU: NVIDIA H100 80GB HBM3, 79.6 GB"
   assert_line "[SETUP-H100] CUDA 12.4"
   assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
-  assert_line "[SETUP-H100] flash-attn installed"
+  assert_line "✅ SUCCESS: install_attention.py passed (stub)"
   assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
   run grep -c "^conda env create -n weatherman -f $REPO/environment-remote.yml$" "$STUB_LOG"
@@ -111,15 +111,15 @@ add_final_data() {
   assert_equal "${lines[-1]}" "  ↳ fix them and re-run scripts/setup_runpod_h100.sh; finished steps are skipped"
 }
 
-@test "a failed flash-attn build is a WARNING, training falls back to SDPA, and setup succeeds" {
-  STUB_FLASH_ATTN_FAILS=1 run "$REPO/scripts/setup_runpod_h100.sh"
+@test "setup never builds flash-attn from source: without a prebuilt wheel it is a WARNING and SDPA" {
+  [[ -x "$REAL_PYTHON" ]] || skip "needs $REAL_PYTHON (make setup)"
+  STUB_REAL="install_attention.py" run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
-  assert_line "⚠️ WARNING: flash-attn could not be installed; training falls back to SDPA attention"
+  # The test venv's torch is a CPU build, so the installer's answer is SDPA, and it says so.
+  assert_line --regexp "^⚠️ WARNING: torch .* has no CUDA: flash-attn cannot run, training uses SDPA attention$"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
-  run grep -F "pip install flash-attn --no-build-isolation" "$STUB_LOG"
-  assert_success
-  run cat "$REPO"/logs/setup_h100_*.log
-  assert_output --partial "nvcc failed"
+  run grep -F "pip install flash-attn" "$STUB_LOG"
+  assert_failure
 }
 
 @test "no W&B key is a WARNING with setup instructions and offline logging" {
@@ -156,7 +156,7 @@ add_final_data() {
   assert_success
 }
 
-@test "a second run skips the conda env, flash-attn and the data links and says so" {
+@test "a second run skips the conda env and the data links and says so" {
   add_final_data
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
@@ -165,7 +165,6 @@ add_final_data() {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line "[SETUP-H100] conda env weatherman already matches environment-remote.yml: skipped"
-  assert_line "[SETUP-H100] flash-attn already installed: skipped"
   assert_line "[SETUP-H100] data/processed/train.jsonl already present: skipped"
   assert_line "[SETUP-H100] data/processed/validation.jsonl already present: skipped"
   refute_output --partial "WARNING: the config's"
