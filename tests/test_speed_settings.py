@@ -59,14 +59,17 @@ def test_without_a_budget_checkpointing_is_off():
     assert decide_activation_checkpointing(memory_estimate(1), None, sft, Report("PREFLIGHT")) is False
 
 
-def test_the_h100_config_trains_without_checkpointing_after_the_preflight(monkeypatch):
+@pytest.mark.parametrize(("path", "on"), [(H100, False), ("configs/training_config_m4.yaml", True)])
+def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, path, on):
+    """The 7B fits the H100's 70 GB without recompute; the M4's 28 GB needs it."""
     from trainkit.preflight import preflight
 
-    monkeypatch.setattr(config, "detect_device", lambda: "cpu")  # the config says platform: h100 (70 GB budget)
-    parsed = config.parse(["--config", H100])
+    monkeypatch.setattr(config, "detect_device", lambda: "cpu")  # the configs name their platform (budget)
+    parsed = config.parse(["--config", path])
     assert parsed.trainkit.activation_checkpointing_auto
     assert parsed.sft.activation_checkpointing is True  # TRL's default until the estimate has spoken
     report = Report("PREFLIGHT")
     preflight(parsed, report, data=False)
-    assert parsed.sft.activation_checkpointing is False
-    assert any(f.message.startswith("activation checkpointing: auto -> off: ") for f in report.findings)
+    assert parsed.sft.activation_checkpointing is on
+    word = "on" if on else "off"
+    assert any(f.message.startswith(f"activation checkpointing: auto -> {word}: ") for f in report.findings)
