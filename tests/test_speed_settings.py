@@ -73,3 +73,14 @@ def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, pa
     assert parsed.sft.activation_checkpointing is on
     word = "on" if on else "off"
     assert any(f.message.startswith(f"activation checkpointing: auto -> {word}: ") for f in report.findings)
+
+
+def test_an_adapter_on_lm_head_is_refused_before_the_model_loads(tmp_path):
+    from trainkit.preflight import preflight
+
+    parsed = config.parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o"),
+                           "--lora_target_modules", "q_proj", "v_proj", "lm_head"])
+    report = Report("PREFLIGHT")
+    preflight(parsed, report, data=False)
+    assert [f.message for f in report.errors] == [
+        "lora_target_modules includes lm_head, which TRL's fused LM head never trains (TRL refuses it)"]

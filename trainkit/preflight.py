@@ -177,6 +177,9 @@ def preflight(config, report: Report, *, data: bool = True) -> None:
     """Every check of a parsed config; findings go into `report`."""
     check_values(config, report)
     check_lora_recommendations(config, report)
+    from trainkit.speed import check_lm_head_target
+
+    check_lm_head_target(config, report)
     if report.errors:
         return
     from trainkit.environment import check_model_access

@@ -63,3 +63,13 @@ def decide_activation_checkpointing(estimate, budget_gb: float | None, sft, repo
     set_activation_checkpointing(sft, on)
     report.ok(f"activation checkpointing: auto -> {'on' if on else 'off'}: {why}")
     return on
+
+
+def check_lm_head_target(config, report) -> None:
+    """TRL 1.16 scores tokens from lm_head.weight directly (its fused, chunked LM head), so it refuses an adapter on
+    lm_head when the trainer is built, after the model has loaded; say so before."""
+    targets = config.model.lora_target_modules
+    names = [targets] if isinstance(targets, str) else list(targets or [])
+    if "lm_head" in names:
+        report.error("lora_target_modules includes lm_head, which TRL's fused LM head never trains (TRL refuses it)",
+                     "remove lm_head from lora_target_modules (the projections inside the layers are what LoRA trains)")
