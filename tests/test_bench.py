@@ -58,6 +58,7 @@ def test_mfu_counts_4n_per_token_for_lora_and_6n_with_recompute():
         "peak_flops": peak_flops("NVIDIA H100 80GB HBM3"), "peak_memory_bytes": 50e9, "estimate_bytes": 55e9,
     })
     assert result["tokens_per_second"] == 500 and result["padded_tokens_per_second"] == 625
+    assert result["tokens_per_second_mean"] == 500
     assert result["padding_share"] == pytest.approx(0.2)
     assert result["mfu"] == pytest.approx(4 * 7e9 * 1000 / 2.0 / 989e12)
     assert result["estimate_error_pct"] == pytest.approx(10)
@@ -94,3 +95,12 @@ def test_the_table_puts_ratios_beside_the_two_runs():
            "settings": {"activation_checkpointing": False, "padding_free": True, "attn_implementation": "sdpa"}}
     lines = table([run, {**run, "label": "y", "tokens_per_second": 100.0}])
     assert lines[1].split()[-1] == "2.00x"
+
+
+def test_rates_are_medians_so_one_step_slowed_by_a_busy_machine_does_not_move_them():
+    steps = [{"seconds": 1.0, "real_tokens": 100, "padded_tokens": 100}] * 4
+    result = summarize({"steps": steps + [{"seconds": 50.0, "real_tokens": 100, "padded_tokens": 100}], "skip": 0,
+                        "params": 1, "settings": {"activation_checkpointing": True}, "peak_flops": None,
+                        "peak_memory_bytes": 1, "estimate_bytes": None})
+    assert result["tokens_per_second"] == 100
+    assert result["tokens_per_second_mean"] == pytest.approx(500 / 54)

@@ -320,13 +320,19 @@ def summarize(result: dict) -> dict:
     padded = sum(s["padded_tokens"] for s in steps)
     median = statistics.median(s["seconds"] for s in steps)
     tokens_per_step = real / len(steps)
+    # Rates are medians of the per-step rates: a step slowed by another process on the machine moves a
+    # mean (kept as *_mean) but not a median.
+    rate = statistics.median(s["real_tokens"] / s["seconds"] for s in steps)
+    padded_rate = statistics.median(s["padded_tokens"] / s["seconds"] for s in steps)
     recompute = result["settings"]["activation_checkpointing"]
     flops_step = flops_per_token(result["params"], recompute) * tokens_per_step
     peak, measured, estimate = result["peak_flops"], result["peak_memory_bytes"], result["estimate_bytes"]
     result.update(
         measured_steps=len(steps),
-        tokens_per_second=real / seconds,
-        padded_tokens_per_second=padded / seconds,
+        tokens_per_second=rate,
+        padded_tokens_per_second=padded_rate,
+        tokens_per_second_mean=real / seconds,
+        padded_tokens_per_second_mean=padded / seconds,
         padding_share=1 - real / padded if padded else 0.0,
         step_time_median_s=median,
         tokens_per_step=tokens_per_step,
@@ -440,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = str(Path(args.out).resolve())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     protocol.section(TAG, f"{', '.join(LABELS[r] for r in runs)}: {args.steps} steps each of {args.config} "
-                          f"(rates and medians over steps {args.skip + 1}-{args.steps})")
+                          f"(medians over steps {args.skip + 1}-{args.steps})")
     results = []
     for kind in runs:
         protocol.section(TAG, f"{LABELS[kind]}: training (log in {Path(args.out) / f'{stamp}-{kind}.log'})")
