@@ -104,3 +104,13 @@ def test_rates_are_medians_so_one_step_slowed_by_a_busy_machine_does_not_move_th
                         "peak_memory_bytes": 1, "estimate_bytes": None})
     assert result["tokens_per_second"] == 100
     assert result["tokens_per_second_mean"] == pytest.approx(500 / 54)
+
+
+def test_the_gpu_path_random_weights_and_synthetic_tokens_runs_on_cpu_with_the_tiny_architecture(tmp_path):
+    proc = subprocess.run([PYTHON, "scripts/benchmark.py", "--architecture", "models/tiny-chat", "--runs", "trainkit",
+                           "--steps", "2", "--skip", "1", "--out", str(tmp_path)],
+                          cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert result["model"] == "tiny-chat (random weights, synthetic data)"
+    assert result["tokens_per_second"] > 0 and result["padding_share"] == 0

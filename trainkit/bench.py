@@ -13,9 +13,10 @@ outputs/bench/. The parent prints them side by side.
   numbers (per_device_train_batch_size x gradient_accumulation_steps). With packing, a trainkit batch
   item is a bin of up to max_length tokens where TRL's is one example: compare tokens/s, not steps/s.
 
-On CPU the model is the tiny local one and the data data/sample/. On CUDA the model is built from
-configs/architectures/Qwen--Qwen2.5-7B-Instruct/config.json with random weights (no download), the data
-are synthetic token sequences of 200-1,800 tokens, and both runs load the model in the config's dtype.
+On CPU the model is the tiny local one and the data data/sample/. On CUDA (H100 config) the model is built
+from configs/architectures/Qwen--Qwen2.5-7B-Instruct/config.json with random weights (no download), the data
+are synthetic token sequences of 200-1,800 tokens, and both runs hold the model in the config's dtype.
+`--architecture DIR` asks for that anywhere (`--architecture models/tiny-chat` tries it on CPU).
 
 MFU counts matmul FLOPs only: LoRA leaves the base weights frozen, so a step costs forward 2·N·tokens plus
 backward through the activations 2·N·tokens (no weight gradients), and 2·N·tokens more when activation
@@ -145,26 +146,26 @@ def synthetic_dataset(vocab: int, seed: int):
     return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"input_ids": rows})})
 
 
-def random_model(attn_implementation: str, dtype: str):
-    """The 7B architecture with random weights, built straight on the GPU."""
+def random_model(architecture: str, attn_implementation: str, dtype: str, device: str):
+    """The architecture in `architecture`/config.json with random weights, built straight on `device`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model_config = AutoConfig.from_pretrained(ARCHITECTURE)
+    model_config = AutoConfig.from_pretrained(architecture)
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         return AutoModelForCausalLM.from_config(model_config, dtype=getattr(torch, dtype),
                                                 attn_implementation=attn_implementation)
 
 
-def memory_estimate(config, recompute: bool) -> int | None:
+def memory_estimate(config, recompute: bool, architecture: str | None) -> int | None:
     """The preflight's estimate for these settings, in bytes (None when the architecture is unknown)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from trainkit.memory import estimate_training_memory
 
-    where = ARCHITECTURE if config.device == "cuda" else Path(config.model.model_name_or_path)
+    where = architecture or config.model.model_name_or_path
     model_config = AutoConfig.from_pretrained(where)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
@@ -209,7 +210,8 @@ def child_config(config_path: str, steps: int, output_dir: str):
                   "--logging_steps", "1", "--save_every_minutes", "0"])
 
 
-def measure(kind: str, config_path: str, steps: int, skip: int) -> dict:
+def measure(kind: str, config_path: str, steps: int, skip: int, architecture: str | None = None) -> dict:
+    """One run; `architecture` (a directory with a config.json) means random weights and synthetic data."""
     import psutil
     import torch
     import transformers
@@ -232,11 +234,11 @@ def measure(kind: str, config_path: str, steps: int, skip: int) -> dict:
                 report.print_findings()
                 raise ConfigError("the benchmark config fails the preflight", f"fix {config_path} (see above)")
         model = tokenizer = None
-        if cuda:
+        if architecture:
             from transformers import AutoTokenizer
 
             attn = config.model.attn_implementation if kind == "trainkit" else "sdpa"
-            model = random_model(attn, config.model.dtype)
+            model = random_model(architecture, attn, config.model.dtype, "cuda" if cuda else "cpu")
             tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
             data = synthetic_dataset(model.config.vocab_size, config.sft.seed)
             config.sft.model_init_kwargs = None
@@ -276,7 +278,7 @@ def measure(kind: str, config_path: str, steps: int, skip: int) -> dict:
 
             peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
             device_name = "cpu"
-        estimate = memory_estimate(config, recompute)
+        estimate = memory_estimate(config, recompute, architecture)
         return summarize({
             "run": kind,
             "label": LABELS[kind],
@@ -286,7 +288,8 @@ def measure(kind: str, config_path: str, steps: int, skip: int) -> dict:
             "device_name": device_name,
             "versions": {"torch": torch.__version__, "cuda": torch.version.cuda,
                          "transformers": transformers.__version__, "trl": trl.__version__},
-            "model": str(ARCHITECTURE.name) + " (random weights)" if cuda else config.model.model_name_or_path,
+            "model": f"{Path(architecture).name} (random weights, synthetic data)" if architecture
+                     else config.model.model_name_or_path,
             "settings": {
                 "attn_implementation": getattr(base.config, "_attn_implementation", None),
                 "packing": bool(args.packing),
@@ -348,7 +351,7 @@ def summarize(result: dict) -> dict:
 
 def child_main(args) -> int:
     try:
-        result = measure(args.child, args.config, args.steps, args.skip)
+        result = measure(args.child, args.config, args.steps, args.skip, args.architecture)
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
         return exc.exit_code
@@ -360,10 +363,14 @@ def child_main(args) -> int:
 # The parent: one child per run, then the table
 
 
-def default_config() -> str:
+def cuda_available() -> bool:
     import torch
 
-    return CUDA_CONFIG if torch.cuda.is_available() else CPU_CONFIG
+    return torch.cuda.is_available()
+
+
+def default_config() -> str:
+    return CUDA_CONFIG if cuda_available() else CPU_CONFIG
 
 
 def gb(n: float | None) -> str:
@@ -408,6 +415,8 @@ def run_child(kind: str, args, stamp: str) -> tuple[int, Path, Path]:
     result, log = out / f"{stamp}-{kind}.json", out / f"{stamp}-{kind}.log"
     cmd = [sys.executable, "-m", "trainkit.bench", "--child", kind, "--config", args.config, "--steps",
            str(args.steps), "--skip", str(args.skip), "--result", str(result)]
+    if args.architecture:
+        cmd += ["--architecture", args.architecture]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with log.open("w") as fh:
         code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
@@ -421,6 +430,9 @@ def parse_args(argv):
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of the medians and rates (default 5)")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated: trainkit, trl (default both)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="where the JSON files go (default outputs/bench)")
+    parser.add_argument("--architecture",
+                        help="train a model built from DIR/config.json with random weights on synthetic token data "
+                             f"(default on CUDA: {ARCHITECTURE.relative_to(ROOT)}; on CPU the config's model and data)")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -443,6 +455,14 @@ def main(argv: list[str] | None = None) -> int:
         protocol.error(f"config file not found: {args.config}", f"pass --config {CPU_CONFIG}")
         return ExitCode.ERROR
     args.config = str(Path(args.config).resolve())
+    if args.architecture is None and args.config == str((ROOT / CUDA_CONFIG).resolve()) and cuda_available():
+        args.architecture = str(ARCHITECTURE)
+    if args.architecture and not (Path(args.architecture) / "config.json").is_file():
+        protocol.error(f"no config.json in {args.architecture}",
+                       f"pass --architecture {ARCHITECTURE.relative_to(ROOT)}")
+        return ExitCode.ERROR
+    if args.architecture:
+        args.architecture = str(Path(args.architecture).resolve())
     args.out = str(Path(args.out).resolve())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     protocol.section(TAG, f"{', '.join(LABELS[r] for r in runs)}: {args.steps} steps each of {args.config} "
