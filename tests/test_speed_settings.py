@@ -84,3 +84,14 @@ def test_an_adapter_on_lm_head_is_refused_before_the_model_loads(tmp_path):
     preflight(parsed, report, data=False)
     assert [f.message for f in report.errors] == [
         "lora_target_modules includes lm_head, which TRL's fused LM head never trains (TRL refuses it)"]
+
+
+def test_train_py_trains_packed_padding_free_batches_and_prints_the_checkpointing_decision(tmp_path):
+    from conftest import run_train, step_losses
+
+    out = tmp_path / "packed"
+    run = run_train(out, "--max_steps", "3", "--packing", "true", "--activation_checkpointing", "auto")
+    assert run.returncode == 0, run.output[-3000:]
+    assert any("activation checkpointing: auto -> off: no memory budget on this platform" in line
+               for line in run.lines)
+    assert sorted(step_losses(out)) == [1, 2, 3]
