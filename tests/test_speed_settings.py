@@ -95,3 +95,14 @@ def test_train_py_trains_packed_padding_free_batches_and_prints_the_checkpointin
     assert any("activation checkpointing: auto -> off: no memory budget on this platform" in line
                for line in run.lines)
     assert sorted(step_losses(out)) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("packing", "warned"), [("true", True), ("false", False)])
+def test_packed_rows_without_a_varlen_attention_are_a_warning(tmp_path, packing, warned):
+    from trainkit.preflight import preflight
+
+    parsed = config.parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o"), "--packing", packing])
+    report = Report("PREFLIGHT")
+    preflight(parsed, report, data=False)
+    found = [f.message for f in report.warnings if f.message.startswith("padding-free batches with sdpa attention")]
+    assert bool(found) is warned

@@ -177,9 +177,10 @@ def preflight(config, report: Report, *, data: bool = True) -> None:
     """Every check of a parsed config; findings go into `report`."""
     check_values(config, report)
     check_lora_recommendations(config, report)
-    from trainkit.speed import check_lm_head_target
+    from trainkit.speed import check_lm_head_target, check_padding_free_attention
 
     check_lm_head_target(config, report)
+    check_padding_free_attention(config, report)
     if report.errors:
         return
     from trainkit.environment import check_model_access

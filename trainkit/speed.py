@@ -73,3 +73,17 @@ def check_lm_head_target(config, report) -> None:
     if "lm_head" in names:
         report.error("lora_target_modules includes lm_head, which TRL's fused LM head never trains (TRL refuses it)",
                      "remove lm_head from lora_target_modules (the projections inside the layers are what LoRA trains)")
+
+
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def check_padding_free_attention(config, report) -> None:
+    """Padding-free rows are fast only with a varlen kernel: SDPA and eager get a dense block mask over the row."""
+    sft, attention = config.sft, config.model.attn_implementation
+    padding_free = sft.padding_free or (sft.packing and sft.packing_strategy in ("bfd", "bfd_split"))
+    if padding_free and attention not in VARLEN_ATTENTION:
+        report.warning(f"padding-free batches with {attention} attention: correct, but each packed row pays for a "
+                       "block mask over its whole length, slower than padded batches on CPU with make bench",
+                       "on a GPU install flash-attn (python scripts/install_attention.py); elsewhere packing: false "
+                       "may be faster (measure with make bench)")
