@@ -14,7 +14,7 @@ TINY_MODEL := models/tiny-chat/config.json
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo test lint pytest bats test-tools clean init-config
+.PHONY: help setup demo bench test lint pytest bats test-tools clean init-config
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ demo: setup ## set up, launch the smoke run in tmux, wait for it and show its st
 # A config sized for this machine: the model and data it trains, a reason on every key.
 init-config: setup ## write configs/mine.yaml, sized for this machine (scripts/suggest_config.py)
 	$(PY) scripts/suggest_config.py --output configs/mine.yaml
+
+# Throughput of trainkit's settings against plain TRL on this machine (tiny model on CPU, the 7B
+# architecture with random weights on CUDA); a table on screen, JSON under outputs/bench/.
+BENCH_ARGS ?=
+bench: setup ## benchmark trainkit vs plain TRL (tokens/s, padding, memory, MFU)
+	$(PY) scripts/benchmark.py $(BENCH_ARGS)
 
 test-tools: ## install tmux, bats (+ support/assert/file) and shellcheck when missing
 	scripts/install_test_tools.sh

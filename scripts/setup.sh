@@ -12,7 +12,8 @@
 #         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/torch_build.py), the
 #         conda env from environment-remote.yml with that pin (created; updated when it changed;
 #         else reused), torch checked on the GPU (CUDA build, cuda.is_available(), a bf16 matmul),
-#         flash-attn (a failed build warns: training falls back to SDPA attention), data links,
+#         flash-attn from a prebuilt wheel (none for this torch/CUDA/Python: SDPA, with a WARNING;
+#         never a source build), data links,
 #         W&B key, then validate_environment, check_gpu, check_storage (50 GB free, outputs and
 #         HF cache on /workspace) and validate_training_config.
 #   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python 3.10-3.12,
@@ -244,7 +245,7 @@ wandb_check() {
   fi
 }
 
-# setup_h100 — RunPod checks, GPU and CUDA, conda env, flash-attn, data, W&B, checkers.
+# setup_h100 — RunPod checks, GPU and CUDA, conda env, attention kernels, data, W&B, checkers.
 setup_h100() {
   local gpu name mib gb cuda driver conda env_name spec want prefix="" action=""
   say "RunPod H100 setup in $root"
@@ -325,18 +326,9 @@ setup_h100() {
 
   step "flash-attn"
 
-  if "$py" -c 'import flash_attn' >/dev/null 2>&1; then
-    say "flash-attn already installed: skipped"
-  else
-    say "installing flash-attn: pip install flash-attn --no-build-isolation (may compile for a while; output in $log)"
-    if MAX_JOBS="${MAX_JOBS:-4}" logged "$py" -m pip install flash-attn --no-build-isolation &&
-      "$py" -c 'import flash_attn' >/dev/null 2>&1; then
-      say "flash-attn installed"
-    else
-      tk_warning "flash-attn could not be installed; training falls back to SDPA attention" \
-        "slower and uses more memory; details in $log; retry: $py -m pip install flash-attn --no-build-isolation"
-    fi
-  fi
+  # A prebuilt flash-attn wheel matching torch/CUDA/Python, or SDPA; never an unasked source build.
+  "$py" scripts/install_attention.py --log "$log" ||
+    tk_warning "the attention installer failed; training uses SDPA attention" "details in $log"
 
   step "data and W&B key"
   link_data

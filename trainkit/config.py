@@ -74,6 +74,16 @@ class TrainkitArguments:
         metadata={"help": "Continue a finished run for this many more steps, from its final checkpoint with its "
                   "optimizer state; the learning rate gets a new warmup + cosine segment (trainkit.continuation)."},
     )
+    activation_checkpointing_auto: bool = field(
+        default=False,
+        metadata={"help": "Let the memory estimate decide activation_checkpointing (what "
+                  "`activation_checkpointing: auto` in a config sets); the preflight says which it chose."},
+    )
+    save_every_minutes: float = field(
+        default=15,
+        metadata={"help": "Also save a checkpoint when this many minutes passed since the last one, whatever "
+                  "save_steps says, so a preemption loses at most that much time (0 turns it off)."},
+    )
 
 
 @dataclass
@@ -271,6 +281,9 @@ def parse(argv: list[str] | None = None) -> Config:
     values = load_yaml(config_path) if config_path else {}
     for key, value in (values.pop("env", None) or {}).items():
         os.environ[key] = str(value)
+    from trainkit.speed import take_auto_checkpointing
+
+    auto_checkpointing = take_auto_checkpointing(values, argv)
 
     device = detect_device()
     explicit = set(values) | {a[2:].split("=")[0] for a in argv if a.startswith("--")}
@@ -293,6 +306,7 @@ def parse(argv: list[str] | None = None) -> Config:
         flags = [s for s in unknown if s.startswith("--")] or unknown
         raise unknown_key_error([f.lstrip("-").split("=")[0] for f in flags], "the command line")
 
+    trainkit_args.activation_checkpointing_auto = trainkit_args.activation_checkpointing_auto or auto_checkpointing
     finish(trainkit_args, sft, model, device)
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
     sources = {key: f"config {config_path}" for key in values}
@@ -371,6 +385,8 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         )
     if trainkit_args.estimate_after_steps < 0:
         raise ConfigError("estimate_after_steps must be 0 (off) or more", "use the default of 100")
+    if trainkit_args.save_every_minutes < 0:
+        raise ConfigError("save_every_minutes must be 0 (off) or more", "use the default of 15")
     if trainkit_args.crash_loop_limit < 1:
         raise ConfigError("crash_loop_limit must be at least 1", "use the default of 3")
     move_hub_token(sft)

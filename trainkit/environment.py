@@ -160,7 +160,8 @@ def check_cuda(report: Report) -> bool:
 def check_flash_attn(report: Report) -> None:
     if not config.flash_attn_installed():
         report.warning("flash-attn is not installed: training falls back to SDPA attention (slower, more memory)",
-                       "pip install flash-attn --no-build-isolation")
+                       "python scripts/install_attention.py installs the prebuilt wheel for this torch/CUDA/Python "
+                       "when there is one (it never starts an hour-long source build)")
         return
     problem = flash_attn_import_error()
     if problem:

@@ -238,6 +238,10 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     check_values(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
+    from trainkit.speed import check_lm_head_target, check_padding_free_attention
+
+    check_lm_head_target(config, report)
+    check_padding_free_attention(config, report)
     if report.errors:
         return
     from trainkit.environment import check_model_available
@@ -304,6 +308,10 @@ def check_memory_and_disk(model, source: ModelSource, config, report: Report) ->
         triton=config.device == "cuda",
     )
     budget = platform_budget_gb(config.platform, targs.memory_budget_gb)
+    if targs.activation_checkpointing_auto:
+        from trainkit.speed import decide_activation_checkpointing
+
+        decide_activation_checkpointing(estimate, budget, sft, report)
     check_memory(estimate, budget, report,
                  batch_size=sft.per_device_train_batch_size,
                  gradient_accumulation_steps=sft.gradient_accumulation_steps,

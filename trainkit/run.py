@@ -186,6 +186,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     from trainkit.divergence import LossDiverged
     from trainkit.eval_callback import eval_callbacks
     from trainkit.faults import Faults, InjectedCrash
+    from trainkit.timed_saves import TimedSaveCallback
     from trainkit.tracking import prepare_wandb
     from trainkit.trainer import build_trainer
 
@@ -198,9 +199,10 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
     callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
                                 estimate_after=config.trainkit.estimate_after_steps)
+    timed_saves = TimedSaveCallback(config.trainkit.save_every_minutes)
     evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
     try:
-        trainer = build_trainer(config, data, [callback, *evaluators], faults)
+        trainer = build_trainer(config, data, [callback, timed_saves, *evaluators], faults)
     except BUILD_INPUT_ERRORS as exc:
         log_path = log_file(out)
         log_traceback(log_path, "the trainer refused the configuration")

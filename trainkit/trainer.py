@@ -96,14 +96,16 @@ class FiniteGradientCheck(TrainerCallback):
             raise LossDiverged(state.global_step + 1, norm, detail)
 
 
-def build_trainer(config, datasets, callbacks, faults: Faults) -> GuardedSFTTrainer:
+def build_trainer(config, datasets, callbacks, faults: Faults, model=None, processing_class=None) -> GuardedSFTTrainer:
+    """`model` (an instantiated model) and `processing_class` replace loading them by name (the benchmark's)."""
     trainer = GuardedSFTTrainer(
-        model=config.model.model_name_or_path,
+        model=model if model is not None else config.model.model_name_or_path,
         args=config.sft,
         train_dataset=datasets["train"],
         eval_dataset=datasets.get("validation"),
         peft_config=get_peft_config(config.model),
         quantization_config=get_quantization_config(config.model),  # QLoRA when load_in_4bit is set
+        processing_class=processing_class,
     )
     trainer.faults = faults
     trainer.guard = DivergenceGuard(config.trainkit.loss_spike_factor)

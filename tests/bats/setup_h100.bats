@@ -57,7 +57,7 @@ add_final_data() {
   cp "$REPO_ROOT/data/sample/validation.jsonl" "$REPO/data/synthetic/final_validation.jsonl"
 }
 
-@test "on an H100 80GB pod with driver 580 setup picks the PyPI torch, builds the env, checks torch on the GPU and succeeds" {
+@test "on an H100 80GB pod with driver 580 setup picks the PyPI torch, builds the env, checks torch on the GPU, installs attention and succeeds" {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line "[SETUP-H100] GPU: NVIDIA H100 80GB HBM3, 79.6 GB"
@@ -65,7 +65,7 @@ add_final_data() {
   assert_line "[SETUP-H100] NVIDIA driver 580.82.07: torch 2.13.0 from PyPI (built for CUDA 13.0, needs driver >= 580.65.06)"
   assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
   assert_line "[SETUP-H100] torch 2.13.0 (CUDA 13.0) sees NVIDIA H100 80GB HBM3; bf16 matmul OK (stub)"
-  assert_line "[SETUP-H100] flash-attn installed"
+  assert_line "✅ SUCCESS: install_attention.py passed (stub)"
   assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
   run grep -c "^conda env create -n weatherman -f $REPO/logs/environment-remote.h100.yml$" "$STUB_LOG"
@@ -149,15 +149,15 @@ add_final_data() {
   assert_equal "${lines[-1]}" "  ↳ fix them and re-run scripts/setup_runpod_h100.sh; finished steps are skipped"
 }
 
-@test "a failed flash-attn build is a WARNING, training falls back to SDPA, and setup succeeds" {
-  STUB_FLASH_ATTN_FAILS=1 run "$REPO/scripts/setup_runpod_h100.sh"
+@test "setup never builds flash-attn from source: without a prebuilt wheel it is a WARNING and SDPA" {
+  [[ -x "$REAL_PYTHON" ]] || skip "needs $REAL_PYTHON (make setup)"
+  STUB_REAL="install_attention.py" run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
-  assert_line "⚠️ WARNING: flash-attn could not be installed; training falls back to SDPA attention"
+  # The test venv's torch is a CPU build, so the installer's answer is SDPA, and it says so.
+  assert_line --regexp "^⚠️ WARNING: torch .* has no CUDA: flash-attn cannot run, training uses SDPA attention$"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
-  run grep -F "pip install flash-attn --no-build-isolation" "$STUB_LOG"
-  assert_success
-  run cat "$REPO"/logs/setup_h100_*.log
-  assert_output --partial "nvcc failed"
+  run grep -F "pip install flash-attn" "$STUB_LOG"
+  assert_failure
 }
 
 @test "no W&B key is a WARNING with setup instructions and offline logging" {
@@ -196,7 +196,7 @@ add_final_data() {
   assert_success
 }
 
-@test "a second run skips the conda env, flash-attn and the data links and says so" {
+@test "a second run skips the conda env and the data links and says so" {
   add_final_data
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
@@ -205,7 +205,6 @@ add_final_data() {
   run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
   assert_line "[SETUP-H100] conda env weatherman already matches environment-remote.yml: skipped"
-  assert_line "[SETUP-H100] flash-attn already installed: skipped"
   assert_line "[SETUP-H100] data/processed/train.jsonl already present: skipped"
   assert_line "[SETUP-H100] data/processed/validation.jsonl already present: skipped"
   refute_output --partial "WARNING: the config's"
