@@ -35,7 +35,7 @@ setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny mod
 DEMO_SESSION ?= trainkit-demo
 demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
 	scripts/setup.sh --platform cpu --yes
-	@test -e outputs/smoke/.trainkit.lock || rm -rf outputs/smoke
+	@PYTHONPATH=. $(PY) -m trainkit.runctl lock-info --output-dir outputs/smoke pid --live >/dev/null 2>&1 || rm -rf outputs/smoke
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
 

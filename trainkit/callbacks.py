@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 from trainkit import protocol
 from trainkit.faults import Faults, InjectedCrash
 from trainkit.signals import StopRequest, agree_across_ranks
-from trainkit.status import RunStatus
+from trainkit.status import RunStatus, now_iso
 
 
 def format_duration(seconds: float | None) -> str:
@@ -66,8 +66,10 @@ class TrainkitCallback(TrainerCallback):
             self.print_estimate(state)
         if self.faults.step_delay:
             time.sleep(self.faults.step_delay)
+        self.status.update(step=state.global_step, last_progress_at=now_iso())  # the stall watchdog's clock
         if self.faults.crash_now(state.global_step):
             raise InjectedCrash(f"injected crash at step {state.global_step}")
+        self.faults.hang_if_due(state.global_step)
         if agree_across_ranks(self.stop.requested):
             # A rank that was not signalled itself must still end as interrupted, not completed.
             self.stop.from_other_rank = not self.stop.requested

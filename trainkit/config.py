@@ -59,6 +59,15 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    stall_timeout_seconds: int = field(
+        default=1800,
+        metadata={"help": "A live trainer without a new step for this long is stalled: the supervisor kills and "
+                  "relaunches it (counts as a crash); 0 is off."},
+    )
+    first_step_timeout_seconds: int = field(
+        default=3600,
+        metadata={"help": "The stall allowance before the first step of each start (model loading, data); 0 is off."},
+    )
 
 
 @dataclass

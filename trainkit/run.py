@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainkit import __version__, protocol
 from trainkit.errors import Diverged, TrainkitError
+from trainkit.launch import Claim, early_output_dir
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
 from trainkit.status import RunStatus, is_main_process, now_iso, read_json
@@ -68,18 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     status: RunStatus | None = None
     started = time.time()
+    claim = Claim()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        # Claim the output dir (lock, then status.json `starting`) before anything heavy.
+        early = early_output_dir(argv)
+        status = claim.take(early) if early else None
         from trainkit.config import parse
 
         config = parse(argv)
-        status = RunStatus(config.output_dir, enabled=is_main_process(), device=config.device,
-                           platform=config.platform, max_steps=config.sft.max_steps)
+        status = claim.take(config.output_dir)
+        status.update(device=config.device, platform=config.platform, max_steps=config.sft.max_steps,
+                      stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
+                      first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
         return train(config, status, stop, started)
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
-        # Input errors leave the output dir alone: no run started, and a run already
-        # there keeps the state it had.
-        if status and exc.exit_code != ExitCode.ERROR:
+        # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
+        if status:
             status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
             status.event(exc.state, message=exc.message)
         return exc.exit_code
@@ -114,6 +121,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     )
     done = finished_state(config)
     if done:
+        message = f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}"
+        status.update(state="completed", step=done["global_step"], exit_code=0, already_complete=True, message=message)
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
         return ExitCode.OK
 
@@ -143,7 +152,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
 
     if main_proc:
         metadata = resume.record_start(out, step, newest.path if newest else None)
-        status.update(step=step, resume_count=metadata["resume_count"],
+        status.update(step=step, start_step=step, starts_without_progress=metadata["resume_count"],
+                      resume_count=status.data["resume_count"] + (1 if newest else 0),
                       last_checkpoint=str(newest.path) if newest else None)
         resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])

@@ -16,7 +16,10 @@ from pathlib import Path
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
-STATES = ("starting", "running", "completed", "failed", "crash_loop", "diverged", "interrupted")
+# What status.json records; `stalled` and `dead` are decided by the status command from the
+# processes (trainkit.supervision), and `restarting` is written by the supervisor.
+STATES = ("starting", "running", "restarting", "stalled", "dead", "completed", "interrupted", "failed",
+          "crash_loop", "diverged")
 
 
 def now_iso() -> str:
@@ -30,6 +33,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -22,11 +22,18 @@ tk_python() {
   fi
 }
 
-# tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a flat YAML config (DEFAULT when absent).
+# tk_runctl ARGS... — run python -m trainkit.runctl: the run's decisions (status, lock, watch,
+# supervisor), stdlib + PyYAML only so it starts fast. The Python is looked up once per script.
+tk_runctl() {
+  local root
+  root="$(tk_repo_root)"
+  [[ -n "${TK_RUNCTL_PYTHON:-}" ]] || TK_RUNCTL_PYTHON="$(tk_python h100)"
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$TK_RUNCTL_PYTHON" -m trainkit.runctl "$@"
+}
+
+# tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a YAML config (DEFAULT when absent).
 tk_config_value() {
-  local config="$1" key="$2" default="${3:-}" value
-  value="$(sed -n "s/^${key}:[[:space:]]*//p" "$config" | sed -e 's/[[:space:]]*#.*$//' -e 's/^["'\'']//' -e 's/["'\'']$//' | tail -n 1)"
-  printf '%s\n' "${value:-$default}"
+  tk_runctl config-value "$@"
 }
 
 # tk_timestamp — print the local time as YYYYmmdd_HHMMSS, for log file names.
