@@ -140,7 +140,6 @@ stop_stalled() {
 attempt=0 failures=0 action=""
 while [[ -z "$stop_signal" ]]; do
   attempt=$((attempt + 1))
-  start_step="$(tk_runctl step --output-dir "$output_dir" --launch-id "$launch_id" 9>&- || echo 0)"
   # Its own process group (set -m): a Ctrl-C in the pane reaches train.py only through on_stop.
   set -m
   TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 "$python" train.py --config "$config" --output_dir "$output_dir" "$@" \
@@ -163,9 +162,8 @@ while [[ -z "$stop_signal" ]]; do
   code=$?
   set -e
   child=""
-  now_step="$(tk_runctl step --output-dir "$output_dir" --launch-id "$launch_id" 9>&- || echo 0)"
   progressed=0
-  ((now_step <= start_step)) || progressed=1
+  ! tk_runctl progressed --output-dir "$output_dir" --launch-id "$launch_id" --attempt "$attempt" 9>&- || progressed=1
   read -r action value < <(tk_runctl supervise-next --code "$code" --failures "$failures" \
     --max-restarts "$max_restarts" --progressed "$progressed" 9>&-)
   [[ -n "$action" ]] || action=relaunch value=$((failures + 1))

@@ -8,7 +8,7 @@
     python -m trainkit.runctl config-value CONFIG KEY [DEFAULT]
     python -m trainkit.runctl output-dir --config FILE [--output-dir DIR] [-- TRAIN_ARGS]
     python -m trainkit.runctl stalled --output-dir DIR            # exit 0 when the trainer is stalled
-    python -m trainkit.runctl step --output-dir DIR --launch-id ID
+    python -m trainkit.runctl progressed --output-dir DIR --launch-id ID --attempt N   # exit 0: it made a step
     python -m trainkit.runctl supervise-next --code C --failures F --max-restarts M --progressed 0|1
     python -m trainkit.runctl mark-restarting --output-dir DIR --attempt A --delay S --code C --launch-id ID
     python -m trainkit.runctl exit-record --output-dir DIR --code C --launch-id ID
@@ -151,9 +151,8 @@ def cmd_stalled(args) -> int:
     return 0
 
 
-def cmd_step(args) -> int:
-    print(supervision.current_step(Path(args.output_dir), args.launch_id))
-    return 0
+def cmd_progressed(args) -> int:
+    return 0 if supervision.attempt_progressed(Path(args.output_dir), args.launch_id, args.attempt) else 1
 
 
 def cmd_supervise_next(args) -> int:
@@ -284,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--output-dir", default="")
     c.add_argument("train_args", nargs=argparse.REMAINDER)
     command("stalled", cmd_stalled)
-    command("step", cmd_step).add_argument("--launch-id", required=True)
+    c = command("progressed", cmd_progressed)
+    c.add_argument("--launch-id", required=True)
+    c.add_argument("--attempt", type=int, required=True)
     c = command("supervise-next", cmd_supervise_next, output_dir=False)
     c.add_argument("--code", type=int, required=True)
     c.add_argument("--failures", type=int, required=True)

@@ -217,13 +217,13 @@ def supervisor_next(code: int, failures: int, max_restarts: int, progressed: boo
     return "relaunch", failures
 
 
-def current_step(output_dir: Path, launch_id: str) -> int:
-    """The newest step status.json records for this launch (0 when it records none)."""
+def attempt_progressed(output_dir: Path, launch_id: str, attempt: int) -> bool:
+    """Whether attempt `attempt` of this launch got a step beyond the one it started (or resumed) from."""
     status = read_json(Path(output_dir) / STATUS_FILE) or {}
-    step = status.get("step")
-    if status.get("launch_id") != launch_id or not isinstance(step, int):
-        return 0
-    return step
+    if status.get("launch_id") != launch_id or status.get("attempt") != attempt:
+        return False
+    step, start = status.get("step"), status.get("start_step")
+    return isinstance(step, int) and isinstance(start, int) and step > start
 
 
 def mark_restarting(output_dir: Path, attempt: int, delay: float, code: int, launch_id: str) -> None:
