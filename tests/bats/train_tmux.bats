@@ -99,9 +99,10 @@ launch() {
 
 @test "two launches racing for one output dir under different sessions: exactly one trains" {
   launch_as() {
+    local code=0
     scripts/train.sh --platform cpu --output-dir "$OUT" --session "$1" --no-wait -- --report_to none --max_steps 3 \
-      >"$BATS_TEST_TMPDIR/$1.out" 2>&1
-    echo $? >"$BATS_TEST_TMPDIR/$1.code"
+      >"$BATS_TEST_TMPDIR/$1.out" 2>&1 || code=$?
+    echo "$code" >"$BATS_TEST_TMPDIR/$1.code"
   }
   launch_as "a-$SESSION" &
   launch_as "b-$SESSION" &
