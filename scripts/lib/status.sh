@@ -92,51 +92,12 @@ tk_gpu_csv() {
   fi
 }
 
-# tk_wandb_summary PYTHON OUTPUT_DIR — print {"path","state","url","summary"} of the run's W&B run as JSON; on failure print why and fail.
+# tk_wandb_summary PYTHON OUTPUT_DIR — print {"path","state","url","summary"} of the run's W&B run as JSON (trainkit/wandb_summary.py); on failure print why and fail.
 tk_wandb_summary() {
   local python="$1" dir="$2" out code=0
-  local cmd=("$python" - "$dir")
+  local cmd=("$python" -m trainkit.wandb_summary "$dir")
   command -v timeout >/dev/null && cmd=(timeout 45 "${cmd[@]}")
-  out="$(WANDB_SILENT=true "${cmd[@]}" 2>/dev/null <<'PY'
-import json, sys
-out_dir = sys.argv[1]
-path = url = None
-try:
-    with open(f"{out_dir}/status.json", encoding="utf-8") as fh:
-        url = json.load(fh).get("wandb_url")
-except (OSError, ValueError, AttributeError):
-    pass
-if url:
-    parts = url.split("://", 1)[-1].split("/")
-    # https://wandb.ai/ENTITY/PROJECT/runs/RUN_ID
-    if len(parts) >= 5 and parts[3] == "runs":
-        path = f"{parts[1]}/{parts[2]}/{parts[4]}"
-if path is None:
-    try:
-        with open(f"{out_dir}/wandb_run.json", encoding="utf-8") as fh:
-            record = json.load(fh)
-        path = f"{record['project']}/{record['run_id']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        print("no W&B run recorded (no wandb_url in status.json, no wandb_run.json)")
-        sys.exit(1)
-try:
-    import wandb
-except Exception:
-    print(f"the wandb package is not importable by {sys.executable}")
-    sys.exit(1)
-try:
-    run = wandb.Api(timeout=15).run(path)
-    summary = {}
-    for key, value in dict(run.summary._json_dict).items():
-        if isinstance(value, (bool, int, float, str)) and (not key.startswith("_") or key in ("_step", "_runtime")):
-            summary[key] = value
-    print(json.dumps({"path": path, "state": run.state, "url": run.url, "summary": summary}))
-except BaseException as exc:  # the API raises many kinds; the caller turns any into a WARNING
-    text = str(exc).strip().splitlines()
-    print(f"W&B API query for {path} failed: {exc.__class__.__name__}" + (f": {text[0][:200]}" if text else ""))
-    sys.exit(1)
-PY
-  )" || code=$?
+  out="$(PYTHONPATH="$(tk_repo_root)${PYTHONPATH:+:$PYTHONPATH}" WANDB_SILENT=true "${cmd[@]}" 2>/dev/null)" || code=$?
   if ((code == 124)); then
     out="W&B API query timed out after 45 s"
   fi
