@@ -2,16 +2,18 @@
 # Usage: scripts/train.sh --platform {h100,m4,cpu} [--config FILE] [--output-dir DIR] [--session NAME]
 #                         [--no-wait] [--watch-steps N] [--watch-timeout SECONDS] [-- TRAIN_ARGS...]
 #
-# Launch a training run in tmux and watch its start. Runs the preflight checks, refuses a
-# second trainer on the same output dir or session, starts scripts/supervise.sh (which runs
+# Launch a training run in tmux and watch its start. Runs the preflight checks, takes the
+# output dir's lock (an flock: of two launches on one output dir exactly one gets it) and
+# refuses an existing session, starts scripts/supervise.sh (which takes the lock over, runs
 # train.py and resumes it after crashes) in tmux session NAME (default weatherman-training),
 # logs everything to logs/training_[m4_|cpu_]YYYYmmdd_HHMMSS.log (logs/latest.log links to it),
-# then watches until step N (default 100): a run that fails during the watch ends this
-# command with its exit code and the log's tail; otherwise it detaches with exit 0 and the
-# run goes on in tmux. --no-wait detaches right after the launch.
+# then watches this launch until it made N steps (default 100) beyond where it started: a run
+# that fails during the watch ends this command with its exit code and the log's tail; a
+# finished run says "already complete"; otherwise it detaches with exit 0 and the run goes on
+# in tmux. --no-wait detaches right after the launch.
 #
 #   --config FILE        default: configs/training_config_h100.yaml, _m4.yaml, or configs/smoke.yaml (cpu)
-#   --output-dir DIR     override the config's output_dir
+#   --output-dir DIR     override the config's output_dir (a --output_dir in TRAIN_ARGS wins)
 #   TRAIN_ARGS           extra train.py flags, e.g. -- --max_steps 2000
 #
 # Exit codes: 0 running (or finished), 1 preflight/input error or another trainer owns the

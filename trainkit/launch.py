@@ -95,6 +95,7 @@ class Claim:
             resume_count=self.previous_resumes,
             last_progress_at=None,
         )
+        self.status.previous = previous  # what an older run recorded: an already-complete start keeps its figures
         self.status.update(state="starting")
         return self.status
 

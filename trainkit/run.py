@@ -122,7 +122,10 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     done = finished_state(config)
     if done:
         message = f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}"
-        status.update(state="completed", step=done["global_step"], exit_code=0, already_complete=True, message=message)
+        kept = ("max_steps", "epoch", "loss", "learning_rate", "last_checkpoint", "wandb_url", "resume_count")
+        previous = getattr(status, "previous", {})
+        status.update(**{k: previous[k] for k in kept if k in previous}, state="completed", step=done["global_step"],
+                      exit_code=0, eta_seconds=0.0, already_complete=True, message=message)
         protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
         return ExitCode.OK
 
