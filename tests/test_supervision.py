@@ -216,3 +216,20 @@ def test_the_h100_threshold_is_one_rule_for_bash_and_python():
     assert runctl("is-h100-80gb", "NVIDIA H100 80GB HBM3", "81559").returncode == 0
     assert runctl("is-h100-80gb", "NVIDIA H100 PCIe", "40960").returncode == 1
     assert runctl("is-h100-80gb", "NVIDIA A100-SXM4-80GB", "81920").returncode == 1
+
+
+def test_an_input_error_leaves_a_fresh_dir_alone_and_marks_an_existing_run_failed(tmp_path):
+    fresh = tmp_path / "fresh"
+    claim = Claim()
+    claim.take(fresh)
+    assert claim.undo_if_fresh(1) and not fresh.exists()
+    existing = tmp_path / "existing"
+    write_status(existing, state="interrupted", exit_code=75, pid=dead_pid())
+    proc = subprocess.run([sys.executable, "train.py", "--config", "configs/smoke.yaml", "--output_dir", str(existing),
+                           "--lora_alpah", "16"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
+    assert proc.returncode == 1
+    status = json.loads((existing / "status.json").read_text())
+    assert (status["state"], status["exit_code"]) == ("failed", 1) and status["pid"] != os.getpid()
+    assert status["message"].startswith("unknown config key(s) in the command line: lora_alpah")
+    assert lock.owner(existing) is None

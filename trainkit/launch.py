@@ -4,7 +4,8 @@ Before any heavy import, train.py finds its output_dir from the command line or 
 takes the lock (trainkit.lock.RunLock) and writes status.json `starting` with its pid, the
 pid's start time, the launch id and the attempt. From then on status.json describes this
 process; the launch watch and the status command tell it from an older run's by those.
-A start refused because another trainer holds the lock writes nothing.
+A start refused because another trainer holds the lock writes nothing, and so does an input
+error in an output dir this start created; in an existing one, status.json says failed (exit 1).
 
     TRAINKIT_LAUNCH_ID   set once per scripts/train.sh launch; kept by the supervisor's relaunches
     TRAINKIT_ATTEMPT     the supervisor's attempt number within the launch (1, 2, …)
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from trainkit import lock
 from trainkit.errors import TrainkitError
+from trainkit.protocol import ExitCode
 from trainkit.status import STATUS_FILE, RunStatus, is_main_process, read_json
 
 ATTEMPT_ENV = "TRAINKIT_ATTEMPT"
@@ -62,6 +64,7 @@ class Claim:
         self.run_lock: lock.RunLock | None = None
         self.status: RunStatus | None = None
         self.previous_resumes = 0
+        self.created = False
 
     @property
     def output_dir(self) -> Path | None:
@@ -73,6 +76,7 @@ class Claim:
         if self.status and self.output_dir.resolve() == output_dir.resolve():
             return self.status
         main = is_main_process()
+        self.created = not output_dir.exists()
         if main:
             try:
                 taken = lock.RunLock.acquire(output_dir, role="trainer", session=os.environ.get("TRAINKIT_SESSION", ""),
@@ -98,6 +102,22 @@ class Claim:
         self.status.previous = previous  # what an older run recorded: an already-complete start keeps its figures
         self.status.update(state="starting")
         return self.status
+
+    def undo_if_fresh(self, exit_code: int) -> bool:
+        """After an input error (exit 1) in an output dir this start created, leave nothing behind."""
+        if exit_code != ExitCode.ERROR or not self.created or self.status is None:
+            return False
+        out = self.output_dir
+        self.release()
+        if not is_main_process():
+            return True
+        for name in (STATUS_FILE, lock.LOCK_FILE):
+            (out / name).unlink(missing_ok=True)
+        try:
+            out.rmdir()
+        except OSError:
+            pass
+        return True
 
     def release(self) -> None:
         if self.run_lock:

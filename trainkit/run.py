@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         status.update(device=config.device, platform=config.platform, max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
-        return train(config, status, stop, started)
+        code = train(config, status, stop, started)
+        if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
+            status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
+        return code
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
         # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
-        if status:
+        if status and not claim.undo_if_fresh(exc.exit_code):
             status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
             status.event(exc.state, message=exc.message)
         return exc.exit_code

@@ -151,7 +151,7 @@ launch() {
   assert_equal "$(exit_code)" 0
 }
 
-@test "the supervisor resumes train.py after a crash and the run still completes" {
+@test "the supervisor resumes train.py after a crash, the run still completes and resume_count says it resumed" {
   TRAINKIT_FAULT_CRASH_AT_STEP=12 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/crashed-once" \
     run -0 launch --no-wait -- --report_to none
   wait_for_file "$OUT/.trainkit.exit"
@@ -159,6 +159,8 @@ launch() {
   run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
   run -0 grep -F "⚠️ RESUME: Found checkpoint at step 10. Resuming training." logs/latest.log
   assert_file_exists "$OUT/final/adapter_model.safetensors"
+  # One resume, though it resumed from a later step than the start (the crash-loop count is 0).
+  assert_equal "$(sed -n 's/^  "resume_count": \([0-9]*\),$/\1/p' "$OUT/status.json")" 1
 }
 
 @test "a crash loop ends the watch with exit 2 and the tmux session gone" {
