@@ -23,12 +23,21 @@ tk_python() {
 }
 
 # tk_runctl ARGS... — run python -m trainkit.runctl: the run's decisions (status, lock, watch,
-# supervisor), stdlib + PyYAML only so it starts fast. The Python is looked up once per script.
+# supervisor). It needs the stdlib only (PyYAML when there), so any Python 3 will do: the
+# cheapest one to find, never a `conda info` per call.
 tk_runctl() {
-  local root
+  local root python
   root="$(tk_repo_root)"
-  [[ -n "${TK_RUNCTL_PYTHON:-}" ]] || TK_RUNCTL_PYTHON="$(tk_python h100)"
-  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$TK_RUNCTL_PYTHON" -m trainkit.runctl "$@"
+  if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
+    python="$TRAINKIT_PYTHON"
+  elif [[ -n "${CONDA_PREFIX:-}" && -x "$CONDA_PREFIX/bin/python" ]]; then
+    python="$CONDA_PREFIX/bin/python"
+  elif [[ -x "$root/.venv-local/bin/python" ]]; then
+    python="$root/.venv-local/bin/python"
+  else
+    python="$(command -v python3)"
+  fi
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trainkit.runctl "$@"
 }
 
 # tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a YAML config (DEFAULT when absent).
