@@ -233,3 +233,16 @@ def test_an_input_error_leaves_a_fresh_dir_alone_and_marks_an_existing_run_faile
     assert (status["state"], status["exit_code"]) == ("failed", 1) and status["pid"] != os.getpid()
     assert status["message"].startswith("unknown config key(s) in the command line: lora_alpah")
     assert lock.owner(existing) is None
+
+
+def test_a_killed_process_not_yet_reaped_is_not_alive():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert lock.pid_alive(proc.pid)
+        proc.kill()
+        time.sleep(0.3)  # a zombie until wait()
+        if lock.process_start_time(proc.pid) is None:
+            pytest.skip("no /proc here")
+        assert not lock.pid_alive(proc.pid)
+    finally:
+        proc.wait()

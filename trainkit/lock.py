@@ -43,17 +43,21 @@ def lock_path(output_dir: Path | str) -> Path:
     return Path(output_dir) / LOCK_FILE
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), or None where /proc has none.
-
-    A pid plus its start time names one process; a pid alone may be reused after a restart."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 on (the command name, field 2, may hold spaces and parentheses)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may hold spaces and parentheses.
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None where /proc has none.
+
+    A pid plus its start time names one process; a pid alone may be reused after a restart."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None  # field 22
 
 
 def pid_alive(pid, start_time: str | None = None) -> bool:
@@ -68,9 +72,11 @@ def pid_alive(pid, start_time: str | None = None) -> bool:
         pass
     except (OSError, OverflowError):
         return False
-    if start_time:
-        now = process_start_time(pid)
-        return now is None or now == str(start_time)
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False  # killed, not yet reaped by its parent: kill -0 still answers for a zombie
+    if start_time and fields and len(fields) > 19:
+        return fields[19] == str(start_time)
     return True
 
 

@@ -137,7 +137,6 @@ launch() {
   pkill -KILL -f "train.py --config configs/smoke.yaml --output_dir $OUT"
   sleep 0.5
   status_of
-  echo "$output"
   assert_equal "$status" 75
   assert_line "[STATUS] state: dead (status.json says running)"
   run -1 lock_held
