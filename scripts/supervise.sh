@@ -126,15 +126,16 @@ pause() {
   wait "$sleeper" 2>/dev/null || kill "$sleeper" 2>/dev/null || true
 }
 
-# stop_stalled — SIGTERM, the grace period, then SIGKILL for a train.py that no longer steps.
+# stop_stalled — SIGTERM, the grace period, then SIGKILL for a train.py that no longer steps:
+# to its whole process group, so that torchrun's workers go too.
 stop_stalled() {
   local waited=0
-  kill -TERM "$child" 2>/dev/null || true
+  kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
   while kill -0 "$child" 2>/dev/null && ((waited < grace)) && [[ -z "$stop_signal" ]]; do
     pause 1
     waited=$((waited + 1))
   done
-  kill -KILL "$child" 2>/dev/null || true
+  kill -KILL -- "-$child" 2>/dev/null || kill -KILL "$child" 2>/dev/null || true
 }
 
 attempt=0 failures=0 action=""
