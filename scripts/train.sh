@@ -69,11 +69,7 @@ command -v tmux >/dev/null || tk_die "$TK_EXIT_ERROR" "tmux is not installed" "i
 
 # One trainer per output dir and per session. This early look saves the preflight's time; the
 # lock itself is taken below, atomically, and kept by the supervisor.
-if tk_lock_held "$output_dir"; then
-  owner="$(tk_lock_get "$output_dir" session)"
-  tk_die "$TK_EXIT_ERROR" "a trainer is already running on $output_dir (tmux session ${owner:-?}, pid $(tk_lock_get "$output_dir" pid))" \
-    "watch it with: tmux attach -t ${owner:-$session}; or stop it first (Ctrl-C inside tmux saves a checkpoint)"
-fi
+tk_runctl lock-free --output-dir "$output_dir" || exit "$TK_EXIT_ERROR"
 if tk_session_alive "$session"; then
   tk_die "$TK_EXIT_ERROR" "tmux session $session already exists" \
     "attach with: tmux attach -t $session; or launch with --session <other-name>"

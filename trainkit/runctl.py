@@ -4,6 +4,7 @@
     python -m trainkit.runctl undecided --output-dir DIR          # exit 0 while the run can still change
     python -m trainkit.runctl field --output-dir DIR KEY          # one status.json value (nothing when null)
     python -m trainkit.runctl lock-info --output-dir DIR KEY [--live]
+    python -m trainkit.runctl lock-free --output-dir DIR         # exit 1 with the owner's ERROR when held
     python -m trainkit.runctl lock-take --fd N --output-dir DIR --session S --log L --pid P [--handover-from ID]
     python -m trainkit.runctl config-value CONFIG KEY [DEFAULT]
     python -m trainkit.runctl output-dir --config FILE [--output-dir DIR] [-- TRAIN_ARGS]
@@ -71,6 +72,15 @@ def cmd_lock_info(args) -> int:
     if info is None:
         return 1
     return print_value(info.get(args.key) or None)
+
+
+def cmd_lock_free(args) -> int:
+    """Exit 0 when no live process holds the lock; else the same ERROR a refused take prints."""
+    holder = lock.owner(args.output_dir)
+    if holder is None:
+        return 0
+    protocol.error(*lock.refusal(Path(args.output_dir), holder))
+    return int(ExitCode.ERROR)
 
 
 def cmd_lock_take(args) -> int:
@@ -266,6 +276,7 @@ def parser() -> argparse.ArgumentParser:
     c = command("lock-info", cmd_lock_info)
     c.add_argument("key")
     c.add_argument("--live", action="store_true")
+    command("lock-free", cmd_lock_free)
     c = command("lock-take", cmd_lock_take)
     c.add_argument("--fd", type=int, required=True)
     c.add_argument("--pid", required=True)

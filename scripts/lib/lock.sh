@@ -13,8 +13,3 @@ tk_exit_file() { printf '%s/.trainkit.exit\n' "$1"; }
 tk_lock_get() {
   tk_runctl lock-info --output-dir "$1" "$2" 2>/dev/null || true
 }
-
-# tk_lock_held OUTPUT_DIR — succeed while a live process (supervisor or trainer) holds the lock.
-tk_lock_held() {
-  tk_runctl lock-info --output-dir "$1" pid --live >/dev/null 2>&1
-}
