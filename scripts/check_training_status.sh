@@ -10,36 +10,39 @@
 #   --config FILE     use output_dir from FILE (relative paths are relative to the repo root)
 #                     Without either: the output dir named in logs/latest.log (the run the
 #                     launch scripts started last), else the newest outputs/*/status.json.
-#   --json            print one JSON object on stdout and nothing else: status.json plus
-#                     tmux_alive, supervisor_alive, newest_checkpoint, gpu, log, stale,
-#                     updated_seconds_ago (and wandb_summary with --wandb); tagged lines go to stderr
+#   --json            print one JSON object on stdout and nothing else: status.json (state: the
+#                     state decided from the processes) plus tmux_alive, supervisor_alive,
+#                     trainer_alive, newest_checkpoint, gpu, log, stale, updated_seconds_ago
+#                     (and wandb_summary with --wandb); tagged lines go to stderr
 #   --wandb           also ask the W&B API for the run's latest summary metrics (needs
 #                     WANDB_API_KEY or ~/.netrc; a missing key or any API failure is a WARNING)
 #   --session NAME    tmux session to look for (default: the lock's session=, else
 #                     $TRAINKIT_SESSION, else weatherman-training)
 #   --lines N         log lines to show (default 10; 0 for none)
-#   --wait            first block until the run has a verdict: its supervisor has exited and
-#                     status.json no longer says starting/running with a live trainer pid;
+#   --wait            first block until the run has a verdict: no process holds its lock and
+#                     its trainer pid is gone;
 #                     a [STATUS] line every $TRAINKIT_WAIT_REPORT_SECONDS (30) while it waits
 #   --timeout S       give up waiting after S seconds (default: no limit) with a WARNING,
 #                     then report the run as it is
 #
 # The log is the one named in OUTPUT_DIR/.trainkit.lock, else the newest logs/*.log whose
-# train.py header names OUTPUT_DIR. A run whose status.json says starting/running while its
-# trainer pid and supervisor are gone and which has not been updated for
-# $TRAINKIT_STALE_SECONDS (300) is stale: it died without a verdict.
+# train.py header names OUTPUT_DIR. Whether the trainer and the supervisor are alive comes from
+# the processes (the lock's holder, the trainer's pid and its start time), never from the age
+# of status.json: a run with neither and no verdict is dead at once.
 #
-# Exit code mirrors the run's state (the last line is the verdict):
+# Exit code mirrors the run's state (the last line is the verdict; trainkit/supervision.py decides):
 #   completed                        0   ✅ SUCCESS: training completed …
 #   running, starting                0   ✅ SUCCESS: training running (step X/Y)
+#   restarting                       0   ✅ SUCCESS: training restarting (attempt N, relaunch in S s; …)
 #   supervisor up, no status.json    0   ✅ SUCCESS: training launching …
 #   no status.json, no supervisor    1   ❌ ERROR: no training run found in DIR
 #   failed, supervisor still up      0   ✅ SUCCESS: training relaunching after a crash …
+#   stalled (alive, no step for stall_timeout_seconds)  4   the supervisor kills and relaunches it
 #   failed                           70  (or the exit_code it records, e.g. 1)  read the log, re-run
 #   crash_loop                       2   stop; a human must look
 #   diverged                         3   lower learning_rate or inspect the data
 #   interrupted                      75  re-run the train command to resume
-#   stale (died without a verdict)   75  (or the supervisor's non-zero code in .trainkit.exit)
+#   dead (no trainer, no supervisor, no verdict)  75  (or the supervisor's non-zero code in .trainkit.exit)
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -105,17 +108,14 @@ if ((wait)); then
     "check again later, or watch it: tmux attach -t $(tk_lock_get "$output_dir" session)"
 fi
 
-# Facts outside status.json.
-supervisor_pid="$(tk_lock_get "$output_dir" pid)"
-supervisor_alive=0
-tk_lock_alive "$output_dir" && supervisor_alive=1
+# Facts only the shell sees; the state, its exit code and the report come from trainkit.runctl.
 session="${session:-$(tk_lock_get "$output_dir" session)}"
 session="${session:-${TRAINKIT_SESSION:-weatherman-training}}"
-tmux_alive=0
-if command -v tmux >/dev/null && tk_session_alive "$session"; then
-  tmux_alive=1
+tmux_installed=0 tmux_alive=0
+if command -v tmux >/dev/null; then
+  tmux_installed=1
+  ! tk_session_alive "$session" || tmux_alive=1
 fi
-checkpoint="$(tk_newest_checkpoint "$output_dir")"
 log="$(tk_status_log "$output_dir" "$root")"
 gpu_csv="" gpu_note=""
 if ! command -v nvidia-smi >/dev/null; then
@@ -123,8 +123,6 @@ if ! command -v nvidia-smi >/dev/null; then
 elif ! gpu_csv="$(tk_gpu_csv)" || [[ -z "$gpu_csv" ]]; then
   gpu_csv="" gpu_note="nvidia-smi failed"
 fi
-supervisor_exit=""
-[[ ! -f "$(tk_exit_file "$output_dir")" ]] || supervisor_exit="$(head -n 1 "$(tk_exit_file "$output_dir")")"
 
 wandb_json=""
 if ((wandb)); then
@@ -140,141 +138,13 @@ if ((wandb)); then
   fi
 fi
 
-st_json="" st_problem="" st_found=0 st_stale=0 st_trainer_alive=0 st_age="" st_gpu="" st_state=""
-st_steps="" st_progress="" st_loss="" st_tps="" st_eta="" st_elapsed="" st_updated="" st_pid="" st_resume_count=""
-st_wandb_url="" st_exit_code="" st_message="" st_last_checkpoint="" st_wandb="" st_wandb_path=""
-python="$(tk_python cpu)"
-# The supervisor's last verdict was "input error" and came after status.json was last written.
-refused=0
-if ((!supervisor_alive)) && [[ "$supervisor_exit" == "$TK_EXIT_ERROR" ]] &&
-  { [[ ! -f "$output_dir/status.json" ]] || [[ "$(tk_exit_file "$output_dir")" -nt "$output_dir/status.json" ]]; }; then
-  refused=1
-fi
-reading="$(tk_status_read "$python" "$output_dir/status.json" "${TRAINKIT_STALE_SECONDS:-300}" \
-  "$supervisor_alive" "$tmux_alive" "$checkpoint" "$log" "$gpu_csv" "$wandb_json" "$refused")" ||
-  tk_die "$TK_EXIT_ERROR" "could not read $output_dir/status.json with $python" "check that $python runs"
-eval "$reading"
-
+report=(status --output-dir "$output_dir" --session "$session" --tmux-installed "$tmux_installed"
+  --tmux-alive "$tmux_alive" --gpu-csv "$gpu_csv" --gpu-note "$gpu_note" --log "$log" --lines "$lines"
+  --wandb-json "$wandb_json")
+code=0
 if ((json)); then
-  printf '%s\n' "$st_json" >&3
+  tk_runctl "${report[@]}" --json >&3 || code=$?
 else
-  tk_section STATUS "output dir: $output_dir"
-  if ((st_found)); then
-    tk_section STATUS "state: $st_state$( ((st_stale)) && printf ' (stale)')"
-    tk_section STATUS "step: $st_progress"
-    tk_section STATUS "loss: $st_loss"
-    tk_section STATUS "tokens/s: $st_tps"
-    tk_section STATUS "ETA: $st_eta"
-    tk_section STATUS "elapsed: $st_elapsed"
-    tk_section STATUS "updated: ${st_age:-?} s ago ($st_updated)"
-    tk_section STATUS "trainer pid: $st_pid ($( ((st_trainer_alive)) && printf alive || printf 'not running'))"
-  fi
-  if [[ -n "$supervisor_pid" ]]; then
-    tk_section STATUS "supervisor pid: $supervisor_pid ($( ((supervisor_alive)) && printf alive || printf 'not running'))"
-  fi
-  if [[ -n "$st_gpu" ]]; then
-    while IFS= read -r gpu_line; do tk_section STATUS "$gpu_line"; done <<<"$st_gpu"
-  else
-    tk_section STATUS "GPU: ${gpu_note:-n/a}"
-  fi
-  if ! command -v tmux >/dev/null; then
-    tk_section STATUS "tmux session $session: tmux not installed"
-  else
-    tk_section STATUS "tmux session $session: $( ((tmux_alive)) && printf alive || printf 'not running')"
-  fi
-  if [[ -n "$checkpoint" ]]; then
-    incomplete=""
-    [[ ! -e "$checkpoint/checkpoint-is-incomplete.txt" ]] || incomplete=", incomplete: killed while saving"
-    tk_section STATUS "newest checkpoint: ${checkpoint##*/} (step ${checkpoint##*/checkpoint-}$incomplete) $checkpoint"
-  else
-    tk_section STATUS "newest checkpoint: none"
-  fi
-  if ((st_found)); then
-    tk_section STATUS "resume_count: $st_resume_count"
-    if [[ -n "$st_wandb_url" ]]; then
-      tk_section STATUS "W&B: $st_wandb_url"
-    elif [[ -f "$output_dir/wandb_run.json" ]]; then
-      tk_section STATUS "W&B: offline"
-    else
-      tk_section STATUS "W&B: off (no W&B run for this output dir)"
-    fi
-  fi
-  if [[ -n "$st_wandb_path" ]]; then
-    tk_section STATUS "W&B API: $st_wandb_path"
-    while IFS= read -r metric; do
-      [[ -z "$metric" ]] || tk_section STATUS "W&B $metric"
-    done <<<"$st_wandb"
-  fi
-  if [[ -z "$log" ]]; then
-    tk_section STATUS "log: none found (no lock naming one, no logs/*.log for this output dir)"
-  elif ((lines > 0)); then
-    tk_section STATUS "log: $log (last $lines lines)"
-    # Indented so that no log line can pass for this command's own tagged lines.
-    tail -n "$lines" "$log" | sed 's/^/    /'
-  else
-    tk_section STATUS "log: $log"
-  fi
+  tk_runctl "${report[@]}" || code=$?
 fi
-
-# The verdict.
-where="in $output_dir"
-[[ -z "$log" ]] || where="in $log"
-if [[ -n "$st_problem" ]]; then
-  tk_die "$TK_EXIT_ERROR" "$st_problem in $output_dir" "wait a moment and check again; re-running the train command rewrites it"
-fi
-if ((!st_found)); then
-  if ((supervisor_alive)); then
-    tk_success "training launching: supervisor pid $supervisor_pid is starting train.py for $output_dir (no status.json yet)"
-    exit "$TK_EXIT_OK"
-  fi
-  tk_die "$TK_EXIT_ERROR" "no training run found in $output_dir (no status.json)" \
-    "launch training first, or pass the run's directory with --output-dir DIR (or --config FILE)"
-fi
-if ((st_stale)); then
-  code="$TK_EXIT_INTERRUPTED"
-  [[ ! "$supervisor_exit" =~ ^[1-9][0-9]*$ ]] || code="$supervisor_exit"
-  tk_warning "status.json says $st_state but trainer pid $st_pid and its supervisor are gone; last update ${st_age} s ago"
-  tk_die "$code" "training stopped without a verdict at step $st_steps (killed outright?)" \
-    "read the log $where; re-run the train command to resume from the newest checkpoint"
-fi
-message="${st_message:+: $st_message}"
-case "$st_state" in
-  completed)
-    tk_success "training completed: step $st_steps$message"
-    exit "$TK_EXIT_OK"
-    ;;
-  running | starting)
-    tk_success "training $st_state (step $st_steps)"
-    exit "$TK_EXIT_OK"
-    ;;
-  interrupted)
-    tk_die "$TK_EXIT_INTERRUPTED" "training interrupted at step $st_steps$message" \
-      "re-run the train command to resume${st_last_checkpoint:+ from ${st_last_checkpoint##*/}}"
-    ;;
-  crash_loop)
-    tk_die "$TK_EXIT_CRASH_LOOP" "training stopped by the crash-loop guard at step $st_steps$message" \
-      "stop: a human must look at the tracebacks $where (and $output_dir/trainkit.log); after fixing the cause delete $output_dir/resume_metadata.json and re-run"
-    ;;
-  diverged)
-    tk_die "$TK_EXIT_DIVERGED" "training diverged at step $st_steps$message" \
-      "do not retry unchanged: lower learning_rate or inspect the data${st_last_checkpoint:+; the last good state is in ${st_last_checkpoint##*/}}"
-    ;;
-  failed)
-    code="$TK_EXIT_CRASHED"
-    [[ ! "$st_exit_code" =~ ^[1-9][0-9]*$ ]] || code="$st_exit_code"
-    if ((code == TK_EXIT_CRASHED && supervisor_alive)); then
-      tk_warning "train.py crashed at step $st_steps$message" "supervisor pid $supervisor_pid relaunches it; it resumes from the last checkpoint"
-      tk_success "training relaunching after a crash (step $st_steps)"
-      exit "$TK_EXIT_OK"
-    fi
-    if ((code == TK_EXIT_ERROR)); then
-      tk_die "$code" "training failed before it started$message" "fix what the ERROR $where says, then re-run the train command"
-    fi
-    tk_die "$code" "training crashed at step $st_steps$message" \
-      "read the traceback $where; re-run the train command to resume from the last checkpoint"
-    ;;
-  *)
-    tk_die "$TK_EXIT_ERROR" "status.json in $output_dir has an unknown state '$st_state'" \
-      "update trainkit, or read $output_dir/status.json yourself"
-    ;;
-esac
+exit "$code"

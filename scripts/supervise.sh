@@ -4,14 +4,20 @@
 # Run train.py until it reaches a verdict, resuming it after a crash. Meant to run inside
 # the tmux session that scripts/train.sh opens; all output is appended to the log.
 #
-# train.py exit codes decide:
+# The supervisor holds DIR/.trainkit.lock (an flock, trainkit/lock.py) for its whole life and
+# hands it to train.py ($TRAINKIT_LOCK_FD); a second supervisor or trainer on DIR exits 1 naming
+# this one. What each train.py exit code means is trainkit/supervision.py's (supervisor_next):
 #   0 done, 1 input error, 2 crash loop, 3 diverged, 75 interrupted  -> stop with that code
 #   70 crashed, 128+N killed by a signal, anything else              -> relaunch after a backoff
-# The backoff starts at $TRAINKIT_BACKOFF_SECONDS (10) and doubles up to 300 s. train.py
-# itself stops a crash loop (exit 2) after 3 resumes without progress; as a last guard the
-# supervisor gives up after $TRAINKIT_MAX_RESTARTS (10) relaunches and exits 70.
-# The final code is written to DIR/.trainkit.exit; DIR/.trainkit.lock is held meanwhile.
-# Ctrl-C in the tmux pane stops the run the same way as SIGTERM: checkpoint, then exit 75.
+# The backoff starts at $TRAINKIT_BACKOFF_SECONDS (10) and doubles up to 300 s; status.json says
+# `restarting` meanwhile (attempt, when). The supervisor gives up with 70 after
+# $TRAINKIT_MAX_RESTARTS (10) failures in a row without progress (a step beyond the attempt's start).
+# Every $TRAINKIT_STALL_POLL_SECONDS (30) it asks whether train.py is stalled (alive, no step for
+# stall_timeout_seconds); a stalled trainer gets SIGTERM, then SIGKILL after
+# $TRAINKIT_STALL_KILL_GRACE_SECONDS (60), and is relaunched as a crash.
+# A stop request at any moment (Ctrl-C in the pane, SIGTERM, tmux kill-session's SIGHUP) is passed
+# to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff.
+# The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -47,62 +53,154 @@ done
 
 tag="TRAINING-$(printf %s "$platform" | tr "[:lower:]" "[:upper:]")"
 root="$(tk_repo_root)"
+cd "$root"
 python="$(tk_python "$platform")"
 backoff="${TRAINKIT_BACKOFF_SECONDS:-10}"
 max_restarts="${TRAINKIT_MAX_RESTARTS:-10}"
-export NO_COLOR=1 PYTHONUNBUFFERED=1 TRAINKIT_LOG_FILE="$log"
+poll="${TRAINKIT_STALL_POLL_SECONDS:-30}"
+grace="${TRAINKIT_STALL_KILL_GRACE_SECONDS:-60}"
+launch_id="${TRAINKIT_LAUNCH_ID:-supervise-$$-$(date +%s)}"
+export NO_COLOR=1 PYTHONUNBUFFERED=1 TRAINKIT_LOG_FILE="$log" TRAINKIT_SESSION="$session" TRAINKIT_LAUNCH_ID="$launch_id"
 if [[ "$platform" == "m4" ]]; then
   # Read by torch at import time only: they must be in the environment before Python starts.
   export PYTORCH_ENABLE_MPS_FALLBACK=1
 fi
 
-tk_lock_write "$output_dir" "$$" "$session" "$log"
-rm -f "$(tk_exit_file "$output_dir")"
-# A signal for the session reaches train.py too (same process group); it saves and exits 75,
-# and this loop ends on that code. The trap only keeps bash alive long enough to record it.
-trap 'stop_requested=1' HUP TERM INT
-stop_requested=0
+# say CMD ARGS... — run a tk_* printer into the pane and the log; once the pane is gone
+# (tmux kill-session), into the log only: a write to a dead terminal must not end the run.
+pane_gone=0
+say() {
+  if ((pane_gone)); then
+    "$@" >>"$log" 2>&1 || true
+  else
+    "$@" 2>&1 | tee -a "$log" || true
+  fi
+}
 
-thermal_pid=""
+mkdir -p "$output_dir"
+# fd 9 holds the lock while this script lives; train.py inherits it, nothing else does.
+exec 9>>"$(tk_lock_file "$output_dir")"
+if ! taken="$(tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --session "$session" --log "$log" \
+  --launch-id "$launch_id" --handover-seconds 30)"; then
+  printf '%s\n' "$taken" | tee -a "$log" || true
+  exit "$TK_EXIT_ERROR"
+fi
+rm -f "$(tk_exit_file "$output_dir")"
+
+child="" stop_signal="" code=0 finished=0 thermal_pid=""
+# A stop request: remember it and pass it on to train.py (in its own process group, so that
+# it hears each request exactly once, from here).
+# shellcheck disable=SC2317  # called from the traps below
+on_stop() {
+  stop_signal="${stop_signal:-$1}"
+  [[ "$1" != HUP ]] || pane_gone=1
+  [[ -z "$child" ]] || kill -s "$1" "$child" 2>/dev/null || true
+}
+trap 'on_stop TERM' TERM
+trap 'on_stop INT' INT
+trap 'on_stop HUP' HUP
+
+# finish — record the verdict, stop what is left, release the lock; runs once, also on an unexpected exit.
+finish() {
+  local status=$?
+  ((finished)) && return 0
+  finished=1
+  ((status == 0)) || ((code != 0)) || code=$status
+  [[ -z "$thermal_pid" ]] || kill "$thermal_pid" 2>/dev/null || true
+  if [[ -n "$child" ]] && kill -0 "$child" 2>/dev/null; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  tk_runctl exit-record --output-dir "$output_dir" --code "$code" --launch-id "$launch_id" \
+    --stopped-by "$stop_signal" 9>&- || true
+  exec 9>&-
+  say tk_section "$tag" "supervisor exited $code"
+}
+trap finish EXIT
+
 if [[ "$platform" == "m4" ]] && command -v pmset >/dev/null; then
   # shellcheck source=lib/platform_watch.sh
   source "$(dirname "$0")/lib/platform_watch.sh"
-  tk_thermal_watch "$tag" >>"$log" 2>&1 &
+  tk_thermal_watch "$tag" >>"$log" 2>&1 9>&- &
   thermal_pid=$!
 fi
 
-restarts=0
-while true; do
+# pause SECONDS — sleep that a stop request cuts short.
+pause() {
+  local sleeper
+  sleep "$1" 9>&- &
+  sleeper=$!
+  wait "$sleeper" 2>/dev/null || kill "$sleeper" 2>/dev/null || true
+}
+
+# stop_stalled — SIGTERM, the grace period, then SIGKILL for a train.py that no longer steps:
+# to its whole process group, so that torchrun's workers go too.
+stop_stalled() {
+  local waited=0
+  kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
+  while kill -0 "$child" 2>/dev/null && ((waited < grace)) && [[ -z "$stop_signal" ]]; do
+    pause 1
+    waited=$((waited + 1))
+  done
+  kill -KILL -- "-$child" 2>/dev/null || kill -KILL "$child" 2>/dev/null || true
+}
+
+attempt=0 failures=0 action=""
+while [[ -z "$stop_signal" ]]; do
+  attempt=$((attempt + 1))
+  # Its own process group (set -m): a Ctrl-C in the pane reaches train.py only through on_stop.
+  set -m
+  TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 "$python" train.py --config "$config" --output_dir "$output_dir" "$@" \
+    </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
+  child=$!
+  set +m
+  ticks=0
+  while kill -0 "$child" 2>/dev/null; do
+    pause 1
+    ticks=$((ticks + 1))
+    if ((ticks % poll == 0)) && [[ -z "$stop_signal" ]] && kill -0 "$child" 2>/dev/null &&
+      stalled_for="$(tk_runctl stalled --output-dir "$output_dir" 9>&-)"; then
+      say tk_warning "train.py (pid $child) is stalled: no step for ${stalled_for}s; stopping it to relaunch" \
+        "stall_timeout_seconds in the config sets the limit; the log has what it was doing"
+      stop_stalled
+    fi
+  done
   set +e
-  # Ctrl-C or a hangup in the tmux pane reaches the whole foreground process group. train.py
-  # answers with a checkpoint and exit 75, so tee must outlive it, or the checkpoint line
-  # becomes a BrokenPipeError.
-  (cd "$root" && "$python" train.py --config "$config" --output_dir "$output_dir" "$@") 2>&1 |
-    (trap '' INT HUP TERM && exec tee -a "$log")
-  code=${PIPESTATUS[0]}
+  wait "$child"
+  code=$?
   set -e
-  case "$code" in
-    0 | 1 | 2 | 3 | 75) break ;;
-  esac
-  if [[ "$stop_requested" -eq 1 ]]; then
+  child=""
+  progressed=0
+  ! tk_runctl progressed --output-dir "$output_dir" --launch-id "$launch_id" --attempt "$attempt" 9>&- || progressed=1
+  read -r action value < <(tk_runctl supervise-next --code "$code" --failures "$failures" \
+    --max-restarts "$max_restarts" --progressed "$progressed" 9>&-)
+  [[ -n "$action" ]] || action=relaunch value=$((failures + 1))
+  if [[ "$action" == stop ]]; then
     break
   fi
-  if ((restarts >= max_restarts)); then
-    tk_error "train.py failed $((restarts + 1)) times (last exit $code); the supervisor gives up" \
-      "read the log $log; fix the cause and launch again" | tee -a "$log"
-    code=$TK_EXIT_CRASHED
+  if [[ -n "$stop_signal" ]]; then
+    code=$TK_EXIT_INTERRUPTED
     break
   fi
-  restarts=$((restarts + 1))
-  tk_section "$tag" "train.py exited $code; relaunching in ${backoff}s (restart $restarts of $max_restarts)" | tee -a "$log"
-  sleep "$backoff"
+  if [[ "$action" == give_up ]]; then
+    say tk_error "train.py failed $((failures + 1)) times in a row without progress (last exit $code); the supervisor gives up" \
+      "read the log $log; fix the cause and launch again"
+    code=$value
+    break
+  fi
+  failures=$value
+  say tk_section "$tag" "train.py exited $code; relaunching in ${backoff}s (restart $failures of $max_restarts)"
+  tk_runctl mark-restarting --output-dir "$output_dir" --attempt $((attempt + 1)) --delay "$backoff" \
+    --code "$code" --launch-id "$launch_id" 9>&- || true
+  pause "$backoff"
   backoff=$((backoff * 2 > 300 ? 300 : backoff * 2))
 done
+if [[ -n "$stop_signal" && "$action" == relaunch ]]; then
+  # Stopped between two launches: nothing runs, nothing more to save.
+  code=$TK_EXIT_INTERRUPTED
+fi
 
-[[ -z "$thermal_pid" ]] || kill "$thermal_pid" 2>/dev/null || true
-printf '%s\n' "$code" >"$(tk_exit_file "$output_dir")"
-rm -f "$(tk_lock_file "$output_dir")"
-tk_section "$tag" "supervisor exited $code" | tee -a "$log" || true
+finish
 # A person attaching to the pane can still read the end ($TRAINKIT_TMUX_LINGER seconds, default 0).
-sleep "${TRAINKIT_TMUX_LINGER:-0}"
+((pane_gone)) || sleep "${TRAINKIT_TMUX_LINGER:-0}"
 exit "$code"

@@ -3,16 +3,18 @@
 #                         [--no-wait] [--watch-steps N] [--watch-timeout SECONDS] [--dry-run[=load]]
 #                         [-- TRAIN_ARGS...]
 #
-# Launch a training run in tmux and watch its start. Runs the preflight checks, refuses a
-# second trainer on the same output dir or session, starts scripts/supervise.sh (which runs
+# Launch a training run in tmux and watch its start. Runs the preflight checks, takes the
+# output dir's lock (an flock: of two launches on one output dir exactly one gets it) and
+# refuses an existing session, starts scripts/supervise.sh (which takes the lock over, runs
 # train.py and resumes it after crashes) in tmux session NAME (default weatherman-training),
 # logs everything to logs/training_[m4_|cpu_]YYYYmmdd_HHMMSS.log (logs/latest.log links to it),
-# then watches until step N (default 100): a run that fails during the watch ends this
-# command with its exit code and the log's tail; otherwise it detaches with exit 0 and the
-# run goes on in tmux. --no-wait detaches right after the launch.
+# then watches this launch until it made N steps (default 100) beyond where it started: a run
+# that fails during the watch ends this command with its exit code and the log's tail; a
+# finished run says "already complete"; otherwise it detaches with exit 0 and the run goes on
+# in tmux. --no-wait detaches right after the launch.
 #
 #   --config FILE        default: configs/training_config_h100.yaml, _m4.yaml, or configs/smoke.yaml (cpu)
-#   --output-dir DIR     override the config's output_dir
+#   --output-dir DIR     override the config's output_dir (a --output_dir in TRAIN_ARGS wins)
 #   --dry-run[=load]     run the preflight checks, then train.py --dry-run in the foreground (no tmux, no
 #                        log, nothing written): the plan up to the first optimizer step; =load reads the weights
 #   TRAIN_ARGS           extra train.py flags, e.g. -- --max_steps 2000
@@ -64,20 +66,14 @@ root="$(tk_repo_root)"
 cd "$root"
 config="${config:-$default_config}"
 [[ -f "$config" ]] || tk_die "$TK_EXIT_ERROR" "config file not found: $config" "pass --config configs/<name>.yaml"
-output_dir="${output_dir:-$(tk_config_value "$config" output_dir outputs/run)}"
+# The directory train.py will train: a --output_dir among TRAIN_ARGS wins, as it does for train.py.
+output_dir="$(tk_runctl output-dir --config "$config" --output-dir "$output_dir" -- "$@")"
 [[ "$output_dir" == /* ]] || output_dir="$root/$output_dir"
 command -v tmux >/dev/null || [[ -n "$dry_run" ]] || tk_die "$TK_EXIT_ERROR" "tmux is not installed" "install it: apt-get install tmux, or brew install tmux"
 
-# One trainer per output dir and per session; a lock left by a dead supervisor is cleared.
-if [[ -f "$(tk_lock_file "$output_dir")" ]]; then
-  owner="$(tk_lock_get "$output_dir" session)"
-  if tk_lock_alive "$output_dir"; then
-    tk_die "$TK_EXIT_ERROR" "a trainer is already running on $output_dir (tmux session ${owner:-?}, pid $(tk_lock_get "$output_dir" pid))" \
-      "watch it with: tmux attach -t ${owner:-$session}; or stop it first (Ctrl-C inside tmux saves a checkpoint)"
-  fi
-  tk_warning "removing a stale lock from a run that is no longer alive: $(tk_lock_file "$output_dir")"
-  rm -f "$(tk_lock_file "$output_dir")"
-fi
+# One trainer per output dir and per session. This early look saves the preflight's time; the
+# lock itself is taken below, atomically, and kept by the supervisor.
+tk_runctl lock-free --output-dir "$output_dir" || exit "$TK_EXIT_ERROR"
 if tk_session_alive "$session"; then
   tk_die "$TK_EXIT_ERROR" "tmux session $session already exists" \
     "attach with: tmux attach -t $session; or launch with --session <other-name>"
@@ -99,17 +95,25 @@ if [[ -n "$dry_run" ]]; then
 fi
 
 mkdir -p logs "$output_dir"
-# The last run's verdict must not pass for this one's while the new supervisor is starting.
-rm -f "$(tk_exit_file "$output_dir")"
+TRAINKIT_LAUNCH_ID="launch-$(tk_timestamp)-$$"
+export TRAINKIT_LAUNCH_ID
 log="$root/logs/${log_prefix}$(tk_timestamp).log"
+# Two launches in the same second get two logs.
+(set -C && : >"$log") 2>/dev/null || log="${log%.log}_$$.log"
 : >"$log"
+# Held from here until the supervisor takes it over (same launch id): of two launches racing for
+# one output dir, exactly one gets here.
+exec 9>>"$(tk_lock_file "$output_dir")"
+tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --role launcher --session "$session" --log "$log" \
+  --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
 ln -sfn "$(basename "$log")" logs/latest.log
 env_file="$(tk_forwarded_env)"
 supervisor=("$root/scripts/supervise.sh" --platform "$platform" --config "$config" --output-dir "$output_dir"
   --log "$log" --session "$session" -- "$@")
 tk_tmux new-session -d -s "$session" -x 220 -y 50 -e TRAINKIT_ENV_FILE="$env_file" -e NO_COLOR=1 -c "$root" \
-  "exec $(printf '%q ' "${supervisor[@]}")" ||
+  "exec $(printf '%q ' "${supervisor[@]}")" 9>&- ||
   { rm -rf "$(dirname "$env_file")"; tk_die "$TK_EXIT_ERROR" "tmux could not open session $session (see its message above)" "check \`tmux ls\`, then launch again"; }
+exec 9>&-
 tk_section "$tag" "launched in tmux session $session; log: $log"
 tk_section "$tag" "reconnect: tmux attach -t $session   |   follow: tail -f $log"
 
@@ -120,18 +124,13 @@ for ((i = 0; i + 1 < ${#train_args[@]}; i++)); do
   [[ "${train_args[i]}" != --report_to ]] || report_to="${train_args[i + 1]}"
 done
 
-wandb_line() {
-  local url
+if ((!wait_for_steps)); then
   url="$(tk_status_field "$output_dir" wandb_url)"
   if [[ -n "$url" ]]; then
     tk_section "$tag" "W&B: $url"
   elif grep -qw wandb <<<"$report_to"; then
     tk_section "$tag" "W&B: offline run in $output_dir/wandb (wandb sync it later)"
   fi
-}
-
-if ((!wait_for_steps)); then
-  wandb_line
   tk_success "training launched in tmux session $session (not watched: --no-wait)"
   exit 0
 fi
@@ -139,39 +138,25 @@ fi
 trap 'tk_success "stopped watching; training continues in tmux session $session"; exit 0' INT
 started=$(date +%s)
 throttled=0
-exit_file="$(tk_exit_file "$output_dir")"
+# watch [--final] — one look at this launch (trainkit.runctl watch): it prints the verdict and
+# returns its exit code, or returns TK_WATCH_CONTINUE while there is none yet.
+readonly TK_WATCH_CONTINUE=100
+watch() {
+  local alive=0
+  ! tk_session_alive "$session" || alive=1
+  tk_runctl watch --output-dir "$output_dir" --launch-id "$TRAINKIT_LAUNCH_ID" --watch-steps "$watch_steps" \
+    --session-alive "$alive" --session "$session" --tag "$tag" --log "$log" --report-to "$report_to" "$@"
+}
 while true; do
-  if [[ -f "$exit_file" ]]; then
-    code="$(cat "$exit_file")"
-    if [[ "$code" == 0 ]]; then
-      wandb_line
-      tk_success "training completed during the watch: adapter in $output_dir/final"
-      exit 0
-    fi
-    tk_section "$tag" "last lines of $log:"
-    tail -n 20 "$log" | sed 's/^/    /'
-    case "$code" in
-      2) tk_die "$TK_EXIT_CRASH_LOOP" "crash loop: train.py resumed 3 times without progress" "a human must look at $log" ;;
-      3) tk_die "$TK_EXIT_DIVERGED" "training diverged (loss NaN/inf)" "lower learning_rate or inspect the data, then launch again" ;;
-      75) tk_die "$TK_EXIT_INTERRUPTED" "training was interrupted during the watch" "launch again to resume" ;;
-      1) tk_die "$TK_EXIT_ERROR" "training failed before it started (see the ERROR above)" "fix it and launch again" ;;
-      *) tk_die "$code" "training crashed (exit $code) and the supervisor gave up" "read $log" ;;
-    esac
-  fi
-  step="$(tk_status_field "$output_dir" step)"
-  if [[ -n "$step" ]] && ((step >= watch_steps)); then
-    eta="$(tk_status_field "$output_dir" eta_seconds)"
-    if [[ -n "$eta" ]]; then
-      tk_section "$tag" "estimated time to finish: $(printf '%d:%02d:%02d' $((${eta%.*} / 3600)) $((${eta%.*} % 3600 / 60)) $((${eta%.*} % 60))) (from the measured throughput so far)"
-    fi
-    wandb_line
-    tk_success "training running in tmux session $session (step $step, watched $watch_steps steps); reconnect: tmux attach -t $session"
-    exit 0
-  fi
-  if ! tk_session_alive "$session" && [[ ! -f "$exit_file" ]]; then
+  code=0
+  watch || code=$?
+  ((code == TK_WATCH_CONTINUE)) || exit "$code"
+  if ! tk_session_alive "$session"; then
+    # The session is gone: its verdict, if any, is written by now.
     sleep 1
-    [[ -f "$exit_file" ]] && continue
-    tk_die "$TK_EXIT_CRASHED" "the tmux session $session ended without a verdict" "read $log"
+    code=0
+    watch --final || code=$?
+    ((code == TK_WATCH_CONTINUE)) || exit "$code"
   fi
   if (($(date +%s) - started > watch_timeout)); then
     tk_warning "no step $watch_steps after ${watch_timeout}s; still starting (model download?)" "check: scripts/check_training_status.sh --output-dir $output_dir"

@@ -85,12 +85,18 @@ def test_wandb_logs_offline_under_the_persisted_run_id(smoke_run):
 
 def test_relaunching_a_finished_run_trains_nothing_and_counts_nothing(smoke_run, tmp_path):
     out = copy_run(smoke_run[0], tmp_path / "done")
-    before = {name: (out / name).read_bytes() for name in ("resume_metadata.json", "status.json", "events.jsonl")}
+    before = {name: (out / name).read_bytes() for name in ("resume_metadata.json", "events.jsonl")}
+    finished = read_json(out / "status.json")
     run = run_train(out)
     assert run.returncode == 0
     assert run.verdict == f"✅ SUCCESS: training already complete: step 20, adapter in {out / 'final'}"
     assert not [line for line in run.lines if " step " in line and line.startswith("[TRAINING-CPU] step")]
     assert {name: (out / name).read_bytes() for name in before} == before
+    # status.json is this launch's (its pid, launch id) and keeps the finished run's figures.
+    status = read_json(out / "status.json")
+    assert status["state"] == "completed" and status["already_complete"] is True and status["exit_code"] == 0
+    assert status["pid"] != finished["pid"] and status["launch_id"] != finished.get("launch_id")
+    assert (status["step"], status["loss"], status["epoch"]) == (20, finished["loss"], finished["epoch"])
 
 
 def test_a_larger_max_steps_continues_from_the_last_checkpoint(smoke_run, tmp_path):

@@ -10,7 +10,7 @@ from trainkit import protocol
 from trainkit.device_figures import device_figures
 from trainkit.faults import Faults, InjectedCrash, poison_weights
 from trainkit.signals import StopRequest, agree_across_ranks
-from trainkit.status import RunStatus
+from trainkit.status import RunStatus, now_iso
 
 
 def format_duration(seconds: float | None) -> str:
@@ -69,8 +69,10 @@ class TrainkitCallback(TrainerCallback):
             time.sleep(self.faults.step_delay)
         if self.faults.nan_weights_at_step == state.global_step:
             poison_weights(kwargs["model"])
+        self.status.update(step=state.global_step, last_progress_at=now_iso())  # the stall watchdog's clock
         if self.faults.crash_now(state.global_step):
             raise InjectedCrash(f"injected crash at step {state.global_step}")
+        self.faults.hang_if_due(state.global_step)
         if agree_across_ranks(self.stop.requested):
             # A rank that was not signalled itself must still end as interrupted, not completed.
             self.stop.from_other_rank = not self.stop.requested

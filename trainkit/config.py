@@ -84,6 +84,15 @@ class TrainkitArguments:
         metadata={"help": "Also save a checkpoint when this many minutes passed since the last one, whatever "
                   "save_steps says, so a preemption loses at most that much time (0 turns it off)."},
     )
+    stall_timeout_seconds: int = field(
+        default=1800,
+        metadata={"help": "A live trainer without a new step for this long is stalled: the supervisor kills and "
+                  "relaunches it (counts as a crash); 0 is off."},
+    )
+    first_step_timeout_seconds: int = field(
+        default=3600,
+        metadata={"help": "The stall allowance before the first step of each start (model loading, data); 0 is off."},
+    )
 
 
 @dataclass

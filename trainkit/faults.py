@@ -8,7 +8,8 @@
     TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP=4  after step 4's update, one trainable weight becomes NaN
                                      (the save check refuses to write it, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
-    TRAINKIT_FAULT_ONCE=/tmp/marker  the crash fires only while this file is absent, and creates it
+    TRAINKIT_FAULT_HANG_AT_STEP=3    hang for good at the end of step 3, signals ignored (a stuck collective)
+    TRAINKIT_FAULT_ONCE=/tmp/marker  the crash or hang fires only while this file is absent, and creates it
     TRAINKIT_FAULT_RANK=1            under torchrun, inject the faults above on this rank only
     TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.status)
 
@@ -39,6 +40,7 @@ class Faults:
     nan_weights_at_step: int | None = None
     step_delay: float | None = None
     once_marker: str | None = None
+    hang_at_step: int | None = None
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -52,11 +54,24 @@ class Faults:
             nan_weights_at_step=_env_number("TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP", int),
             step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
             once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
+            hang_at_step=_env_number("TRAINKIT_FAULT_HANG_AT_STEP", int),
         )
 
     def crash_now(self, step: int) -> bool:
-        if self.crash_at_step != step:
-            return False
+        return self.crash_at_step == step and self._fire_once()
+
+    def hang_if_due(self, step: int) -> None:
+        if self.hang_at_step != step or not self._fire_once():
+            return
+        import signal
+        import time
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        while True:
+            time.sleep(60)
+
+    def _fire_once(self) -> bool:
         if self.once_marker:
             marker = Path(self.once_marker)
             if marker.exists():

@@ -20,12 +20,12 @@ import subprocess
 from dataclasses import dataclass
 
 from trainkit import config
+from trainkit.gpu_models import H100_MIN_GB, is_h100_80gb  # noqa: F401 (H100_MIN_GB: the threshold's name here)
 from trainkit.report import Report
 
 GB = 2**30
 INSUFFICIENT, LOW, ADEQUATE, EXCELLENT = "INSUFFICIENT", "LOW", "ADEQUATE", "EXCELLENT"
 LOW_GB, ADEQUATE_GB, EXCELLENT_GB = 20, 24, 70
-H100_MIN_GB = 75  # an H100 80GB reports ~79 GB; anything under this is a smaller card
 MATMUL_TOLERANCE = 1e-2  # relative; TF32 matmuls land near 1e-3, a broken device far above
 H100_CONFIG = "configs/training_config_h100.yaml"
 M4_CONFIG = "configs/training_config_m4.yaml"

@@ -23,7 +23,7 @@ from trainkit.credentials import redact
 class ExitCode(enum.IntEnum):
     OK = 0
     ERROR = 1  # environment, config or data is wrong: fix and re-run
-    CRASH_LOOP = 2  # resumed 3 times without progress: a human must look
+    CRASH_LOOP = 2  # resumed crash_loop_limit (3) times without progress: a human must look
     DIVERGED = 3  # loss went NaN/inf: lower the learning rate or inspect the data
     CRASHED = 70  # unexpected exception mid-training: the supervisor resumes
     INTERRUPTED = 75  # SIGTERM/SIGINT/SIGHUP after saving a checkpoint: re-run to resume

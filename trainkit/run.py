@@ -19,6 +19,7 @@ from trainkit import __version__, protocol
 from trainkit.credentials import redact
 from trainkit.errors import ConfigError, Diverged, TrainkitError
 from trainkit.help import answer_help
+from trainkit.launch import Claim, early_output_dir
 from trainkit.library_warnings import silence_unactionable
 from trainkit.protocol import ExitCode
 from trainkit.signals import StopRequest
@@ -74,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     status: RunStatus | None = None
     started = time.time()
+    claim = Claim()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        # Claim the output dir (lock, then status.json `starting`) before anything heavy; a dry
+        # run trains nothing and writes nothing, so it claims nothing either.
+        dry = any(a.split("=")[0] in ("--dry-run", "--dry_run") for a in argv)
+        early = None if dry else early_output_dir(argv)
+        status = claim.take(early) if early else None
         from trainkit.config import parse
 
         config = parse(argv)
@@ -82,14 +90,18 @@ def main(argv: list[str] | None = None) -> int:
             from trainkit.dryrun import dry_run
 
             return dry_run(config, config.dry_run)
-        status = RunStatus(config.output_dir, enabled=is_main_process(), device=config.device,
-                           platform=config.platform, max_steps=config.sft.max_steps)
-        return train(config, status, stop, started)
+        status = claim.take(config.output_dir)
+        status.update(device=config.device, platform=config.platform, max_steps=config.sft.max_steps,
+                      stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
+                      first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
+        code = train(config, status, stop, started)
+        if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
+            status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
+        return code
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
-        # Input errors leave the output dir alone: no run started, and a run already
-        # there keeps the state it had.
-        if status and exc.exit_code != ExitCode.ERROR:
+        # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
+        if status and not claim.undo_if_fresh(exc.exit_code):
             status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
             status.event(exc.state, message=exc.message)
         return exc.exit_code
@@ -143,7 +155,12 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     fingerprint = check_fingerprint(config)
     done = finished_state(config)
     if done:
-        protocol.success(f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}")
+        message = f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}"
+        kept = ("max_steps", "epoch", "loss", "learning_rate", "last_checkpoint", "wandb_url", "resume_count")
+        previous = getattr(status, "previous", {})
+        status.update(**{k: previous[k] for k in kept if k in previous}, state="completed", step=done["global_step"],
+                      exit_code=0, eta_seconds=0.0, already_complete=True, message=message)
+        protocol.success(message)
         return ExitCode.OK
     record_fingerprint(config, fingerprint, warn, write=main_proc)
 
@@ -157,7 +174,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     # model is a start without progress like any other, and the crash-loop limit sees it.
     if main_proc:
         metadata = resume.record_start(out, step, newest.path if newest else None)
-        status.update(step=step, resume_count=metadata["resume_count"],
+        status.update(step=step, start_step=step, starts_without_progress=metadata["resume_count"],
+                      resume_count=status.data["resume_count"] + (1 if newest else 0),
                       last_checkpoint=str(newest.path) if newest else None)
         resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
         status.event("resume" if newest else "start", resume_count=metadata["resume_count"])

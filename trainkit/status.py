@@ -21,7 +21,10 @@ EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
 # Fault injection (see trainkit/faults.py): every status.json/events.jsonl write fails with ENOSPC.
 STATUS_WRITE_FAULT = "TRAINKIT_FAULT_STATUS_WRITE_ERROR"
-STATES = ("starting", "running", "completed", "failed", "crash_loop", "diverged", "interrupted")
+# What status.json records; `stalled` and `dead` are decided by the status command from the
+# processes (trainkit.supervision), and `restarting` is written by the supervisor.
+STATES = ("starting", "running", "restarting", "stalled", "dead", "completed", "interrupted", "failed",
+          "crash_loop", "diverged")
 
 
 def now_iso() -> str:
@@ -35,6 +38,12 @@ def write_json_atomic(path: Path, data: dict) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

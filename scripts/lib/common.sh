@@ -22,11 +22,27 @@ tk_python() {
   fi
 }
 
-# tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a flat YAML config (DEFAULT when absent).
+# tk_runctl ARGS... — run python -m trainkit.runctl: the run's decisions (status, lock, watch,
+# supervisor). It needs the stdlib only (PyYAML when there), so any Python 3 will do: the
+# cheapest one to find, never a `conda info` per call.
+tk_runctl() {
+  local root python
+  root="$(tk_repo_root)"
+  if [[ -n "${TRAINKIT_PYTHON:-}" ]]; then
+    python="$TRAINKIT_PYTHON"
+  elif [[ -n "${CONDA_PREFIX:-}" && -x "$CONDA_PREFIX/bin/python" ]]; then
+    python="$CONDA_PREFIX/bin/python"
+  elif [[ -x "$root/.venv-local/bin/python" ]]; then
+    python="$root/.venv-local/bin/python"
+  else
+    python="$(command -v python3)"
+  fi
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trainkit.runctl "$@"
+}
+
+# tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a YAML config (DEFAULT when absent).
 tk_config_value() {
-  local config="$1" key="$2" default="${3:-}" value
-  value="$(sed -n "s/^${key}:[[:space:]]*//p" "$config" | sed -e 's/[[:space:]]*#.*$//' -e 's/^["'\'']//' -e 's/["'\'']$//' | tail -n 1)"
-  printf '%s\n' "${value:-$default}"
+  tk_runctl config-value "$@"
 }
 
 # tk_timestamp — print the local time as YYYYmmdd_HHMMSS, for log file names.

@@ -34,9 +34,9 @@ tk_mib_to_gb() {
   awk -v mib="$1" 'BEGIN { printf "%.1f\n", mib / 1024 }'
 }
 
-# tk_is_h100_80gb NAME MEMORY_MIB — succeed when NAME is an H100 with about 80 GB (at least 76 GB).
+# tk_is_h100_80gb NAME MEMORY_MIB — succeed when NAME is an H100 with about 80 GB (trainkit/gpu_models.py decides).
 tk_is_h100_80gb() {
-  [[ "$1" == *H100* ]] && (($2 >= 77824))
+  tk_runctl is-h100-80gb "$1" "$2"
 }
 
 # tk_on_runpod — succeed inside a RunPod pod (RUNPOD_POD_ID is set).

@@ -4,7 +4,7 @@
 
 readonly TK_EXIT_OK=0           # success (warnings allowed)
 readonly TK_EXIT_ERROR=1        # environment, config or data is wrong: fix and re-run
-readonly TK_EXIT_CRASH_LOOP=2   # resumed 3 times without progress: a human must look
+readonly TK_EXIT_CRASH_LOOP=2   # resumed crash_loop_limit (3) times without progress: a human must look
 readonly TK_EXIT_DIVERGED=3     # loss went NaN/inf: lower the learning rate or inspect the data
 readonly TK_EXIT_CRASHED=70     # unexpected exception mid-training: the supervisor resumes
 readonly TK_EXIT_INTERRUPTED=75 # interrupted after saving a checkpoint: re-run to resume

@@ -77,6 +77,6 @@ json_field() {
   # Re-running the one command must be safe: nothing is trained again.
   agent_run scripts/train.sh --platform cpu --config "$config" --output-dir "$OUT" --session agent-run
   assert_equal "$code" 0
-  assert_equal "$verdict" "✅ SUCCESS: training completed during the watch: adapter in $OUT/final"
+  assert_equal "$verdict" "✅ SUCCESS: training already complete: step 20, adapter in $OUT/final"
   run -0 grep -F "✅ SUCCESS: training already complete: step 20" logs/latest.log
 }

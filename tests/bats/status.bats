@@ -12,6 +12,7 @@ setup() {
   ROOT="$TMPD/repo"
   mkdir -p "$ROOT/logs" "$ROOT/outputs"
   cp -R "$REPO_ROOT/scripts" "$ROOT/scripts"
+  ln -s "$REPO_ROOT/trainkit" "$ROOT/trainkit"
   CHECK="$ROOT/scripts/check_training_status.sh"
   RUN_DIR="$ROOT/outputs/smoke"
   mkdir -p "$RUN_DIR"
@@ -30,6 +31,25 @@ setup() {
   true &
   DEAD_PID=$!
   wait "$DEAD_PID"
+}
+
+teardown() {
+  [[ -z "${HOLDER:-}" ]] || kill "$HOLDER" 2>/dev/null || true
+}
+
+# hold_lock PID SESSION [LOG] [SECONDS] — a live process holds RUN_DIR's lock (flock) for SECONDS
+# (default 600), its file naming supervisor PID, SESSION and LOG; $HOLDER is the holder's pid.
+hold_lock() {
+  local lock="$RUN_DIR/.trainkit.lock"
+  printf 'pid=%s\nsession=%s\nlog=%s\nrole=supervisor\n' "$1" "$2" "${3:-}" >"$lock"
+  rm -f "$TMPD/held"
+  "${TRAINKIT_PYTHON:-python3}" -c 'import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[2], "w").close()
+time.sleep(float(sys.argv[3]))' "$lock" "$TMPD/held" "${4:-600}" &
+  HOLDER=$!
+  while [[ ! -e "$TMPD/held" ]]; do sleep 0.05; done
 }
 
 # stub_tmux — a tmux whose has-session succeeds only for the names in $TMUX_STUB_SESSIONS.
@@ -122,7 +142,9 @@ import json, sys
 import jsonschema
 schema = json.load(open(sys.argv[1]))
 doc = json.loads(sys.argv[2])
-extras = {"tmux_alive": bool, "supervisor_alive": bool, "stale": bool,
+extras = {"tmux_alive": bool, "supervisor_alive": bool, "stale": bool, "trainer_alive": bool,
+          "supervisor_pid": (int, type(None)), "newest_checkpoint_problems": list, "recorded_state": (str, type(None)),
+          "stalled_seconds": (int, type(None)), "restart_in_seconds": (int, type(None)),
           "newest_checkpoint": (str, type(None)), "gpu": (dict, type(None)), "log": (str, type(None)),
           "updated_seconds_ago": (int, type(None)), "wandb_summary": (dict, type(None))}
 for key, kind in extras.items():
@@ -197,7 +219,7 @@ PY
 
 @test "a crash while the supervisor lives is a relaunch, not a failure" {
   write_status state='"failed"' exit_code=70 message='"training crashed: InjectedCrash: injected crash at step 3"'
-  printf 'pid=%s\nsession=weatherman-training\n' $$ >"$RUN_DIR/.trainkit.lock"
+  hold_lock $$ weatherman-training
   run -0 "$CHECK" --output-dir "$RUN_DIR"
   assert_line "⚠️ WARNING: train.py crashed at step 12/20: training crashed: InjectedCrash: injected crash at step 3"
   assert_equal "$(last_line)" "✅ SUCCESS: training relaunching after a crash (step 12/20)"
@@ -210,34 +232,60 @@ PY
 }
 
 @test "a live supervisor without status.json yet counts as launching" {
-  printf 'pid=%s\nsession=weatherman-training\nlog=%s\n' $$ "$ROOT/logs/none.log" >"$RUN_DIR/.trainkit.lock"
+  hold_lock $$ weatherman-training "$ROOT/logs/none.log"
   run -0 "$CHECK" --output-dir "$RUN_DIR"
   assert_line "[STATUS] supervisor pid: $$ (alive)"
   assert_equal "$(last_line)" "✅ SUCCESS: training launching: supervisor pid $$ is starting train.py for $RUN_DIR (no status.json yet)"
 }
 
-@test "a running state whose trainer and supervisor are gone is stale and exits 75" {
-  write_status pid="$DEAD_PID" updated_at='"2020-01-01T00:00:00+00:00"'
+@test "a running state whose trainer and supervisor are gone is dead at once and exits 75" {
+  write_status pid="$DEAD_PID"
   run -75 "$CHECK" --output-dir "$RUN_DIR"
-  assert_line "[STATUS] state: running (stale)"
+  assert_line "[STATUS] state: dead (status.json says running)"
   assert_line "[STATUS] trainer pid: $DEAD_PID (not running)"
-  assert_line --regexp "^⚠️ WARNING: status.json says running but trainer pid $DEAD_PID and its supervisor are gone"
-  assert_line "❌ ERROR: training stopped without a verdict at step 12/20 (killed outright?)"
+  assert_line "⚠️ WARNING: status.json says running but trainer pid $DEAD_PID and its supervisor are gone"
+  assert_line "❌ ERROR: training is dead at step 12/20: it stopped without a verdict (killed outright?)"
+  run -75 "$CHECK" --output-dir "$RUN_DIR" --json
+  [[ "$output" == *'"state": "dead"'* && "$output" == *'"recorded_state": "running"'* ]]
 }
 
-@test "a stale run reports the supervisor's recorded exit code" {
-  write_status pid="$DEAD_PID" updated_at='"2020-01-01T00:00:00+00:00"'
+@test "a dead run reports the supervisor's recorded exit code" {
+  write_status pid="$DEAD_PID"
   echo 70 >"$RUN_DIR/.trainkit.exit"
   run -70 "$CHECK" --output-dir "$RUN_DIR"
 }
 
-@test "a dead trainer is not stale while recently updated or while its supervisor lives" {
+@test "a trainer that is gone while its supervisor lives is restarting, not dead" {
   write_status pid="$DEAD_PID"
+  hold_lock $$ weatherman-training
   run -0 "$CHECK" --output-dir "$RUN_DIR"
-  write_status pid="$DEAD_PID" updated_at='"2020-01-01T00:00:00+00:00"'
-  printf 'pid=%s\nsession=weatherman-training\n' $$ >"$RUN_DIR/.trainkit.lock"
+  assert_line --regexp '^\[STATUS\] state: restarting'
+  refute_output --partial "dead"
+}
+
+@test "the supervisor's backoff is reported as restarting with the attempt and the seconds left" {
+  write_status state='"restarting"' pid="$DEAD_PID"
+  in_a_minute="$(date -u -d @$(($(date +%s) + 60)) +%Y-%m-%dT%H:%M:%S+00:00 2>/dev/null || date -u -r $(($(date +%s) + 60)) +%Y-%m-%dT%H:%M:%S+00:00)"
+  sed -i.bak -e "s/\"state\": \"restarting\",/\"state\": \"restarting\", \"attempt\": 2, \"restart_at\": \"$in_a_minute\",/" "$RUN_DIR/status.json"
+  hold_lock $$ weatherman-training
   run -0 "$CHECK" --output-dir "$RUN_DIR"
-  refute_output --partial "stale"
+  assert_line --regexp '^\[STATUS\] state: restarting \(attempt 2, relaunch in [0-9]+ s\)$'
+  assert_line --regexp '^✅ SUCCESS: training restarting \(attempt 2, relaunch in [0-9]+ s; step 12/20\)$'
+  kill "$HOLDER"
+  wait "$HOLDER" 2>/dev/null || true
+  run -75 "$CHECK" --output-dir "$RUN_DIR"
+  assert_line "[STATUS] state: dead (status.json says restarting)"
+}
+
+@test "a live trainer without a step for stall_timeout_seconds is stalled and exits 4" {
+  write_status
+  sed -i.bak -e 's/"state": "running",/"state": "running", "last_progress_at": "2020-01-01T00:00:00+00:00", "stall_timeout_seconds": 60,/' \
+    "$RUN_DIR/status.json"
+  run -4 "$CHECK" --output-dir "$RUN_DIR"
+  assert_line "[STATUS] state: stalled (status.json says running)"
+  assert_line --regexp "^❌ ERROR: training stalled at step 12/20: trainer pid $$ is alive but made no step for [0-9]+ s$"
+  sed -i.bak -e 's/"stall_timeout_seconds": 60/"stall_timeout_seconds": 0/' "$RUN_DIR/status.json"
+  run -0 "$CHECK" --output-dir "$RUN_DIR"
 }
 
 @test "GPU utilisation and memory come from nvidia-smi when it exists" {
@@ -283,14 +331,14 @@ PY
   assert_line "[STATUS] tmux session other: not running"
 }
 
-@test "the newest checkpoint is the highest step, not the last name in sort order" {
+@test "the newest checkpoint is the highest step, and trainkit/checkpoints.py says whether it is sound" {
   mkdir -p "$RUN_DIR"/checkpoint-{5,20,100} "$RUN_DIR/checkpoint-x"
   write_status
   run -0 "$CHECK" --output-dir "$RUN_DIR"
-  assert_line "[STATUS] newest checkpoint: checkpoint-100 (step 100) $RUN_DIR/checkpoint-100"
+  assert_line "[STATUS] newest checkpoint: checkpoint-100 (step 100, incomplete: directory is empty) $RUN_DIR/checkpoint-100"
   touch "$RUN_DIR/checkpoint-100/checkpoint-is-incomplete.txt"
   run -0 "$CHECK" --output-dir "$RUN_DIR"
-  assert_line --partial "checkpoint-100 (step 100, incomplete: killed while saving)"
+  assert_line --partial "checkpoint-100 (step 100, incomplete: checkpoint-is-incomplete.txt present (killed while saving))"
   rm -r "$RUN_DIR"/checkpoint-*
   run -0 "$CHECK" --output-dir "$RUN_DIR"
   assert_line "[STATUS] newest checkpoint: none"
@@ -441,10 +489,8 @@ print("ok")' "$output"
 }
 
 @test "--wait blocks while the supervisor lives, then reports the verdict the run reached" {
-  write_status state='"running"'
-  sleep 3 &
-  supervisor=$!
-  printf 'pid=%s\nsession=weatherman-training\n' "$supervisor" >"$RUN_DIR/.trainkit.lock"
+  write_status state='"running"' pid="$DEAD_PID"
+  hold_lock $$ weatherman-training "" 3
   (sleep 1.5 && cat >"$RUN_DIR/status.json.new" <"$RUN_DIR/status.json" &&
     sed -i.bak -e 's/"state": "running"/"state": "completed"/' -e 's/"step": 12/"step": 20/' "$RUN_DIR/status.json.new" &&
     mv "$RUN_DIR/status.json.new" "$RUN_DIR/status.json") &
@@ -457,11 +503,8 @@ print("ok")' "$output"
 
 @test "--wait --timeout gives up with a WARNING and reports the run as it is" {
   write_status state='"running"'
-  sleep 30 &
-  supervisor=$!
-  printf 'pid=%s\nsession=weatherman-training\n' "$supervisor" >"$RUN_DIR/.trainkit.lock"
+  hold_lock $$ weatherman-training "" 30
   TRAINKIT_WAIT_INTERVAL=0.2 run -0 "$CHECK" --output-dir "$RUN_DIR" --wait --timeout 1
-  kill "$supervisor"
   assert_line "⚠️ WARNING: gave up waiting after 1s: the run has no verdict yet"
   assert_equal "${lines[-1]}" "✅ SUCCESS: training running (step 12/20)"
 }

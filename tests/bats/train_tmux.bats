@@ -38,11 +38,27 @@ wait_for_step() {
   return 1
 }
 
+# exit_code — the supervisor's final code (the first line of OUT/.trainkit.exit).
+exit_code() { head -n 1 "$OUT/.trainkit.exit"; }
+
+# lock_held — succeed while a live process holds OUT's lock.
+lock_held() {
+  PYTHONPATH="$REPO_ROOT" "$REPO_ROOT/.venv-local/bin/python" -m trainkit.runctl lock-info --output-dir "$OUT" pid --live >/dev/null
+}
+
+# supervisor_pid — the pid the lock names (the supervisor's, once it runs).
+supervisor_pid() { sed -n 's/^pid=//p' "$OUT/.trainkit.lock"; }
+
+# status_of — run the status command on OUT (sets $status and $output through bats' run).
+status_of() {
+  run scripts/check_training_status.sh --output-dir "$OUT" --session "$SESSION" --lines 0
+}
+
 # assert_stopped_with_checkpoint SIGNAL — the supervisor ended with 75 after train.py saved a checkpoint on SIGNAL.
 assert_stopped_with_checkpoint() {
   local step
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 75
+  assert_equal "$(exit_code)" 75
   run -0 grep -E "^❌ ERROR: interrupted by $1: checkpoint saved at step [0-9]+$" logs/latest.log
   step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
   assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
@@ -57,38 +73,93 @@ launch() {
   assert_line --partial "[TRAINING-CPU] reconnect: tmux attach -t $SESSION"
   assert_line --regexp '^✅ SUCCESS: training (running in tmux session|completed during the watch)'
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  assert_equal "$(exit_code)" 0
   assert_file_exists "$OUT/final/adapter_model.safetensors"
-  assert_file_not_exists "$OUT/.trainkit.lock"
+  run -1 lock_held
   run -1 grep -q $'\e' logs/latest.log
   run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" logs/latest.log
 }
 
-@test "a second launch on a live run is refused with the session to attach to" {
+@test "a second launch or a second train.py on a live run is refused with the owner to attach to" {
   TRAINKIT_FAULT_STEP_DELAY=0.5 run -0 launch --no-wait -- --report_to none --max_steps 400
   wait_for_step 1
   run -1 launch --no-wait -- --report_to none
   assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: a trainer is already running on $OUT (tmux session $SESSION"
   assert_line --index "$((${#lines[@]} - 1))" --partial "tmux attach -t $SESSION"
+  # --output_dir after -- is the directory that gets locked.
+  run -1 scripts/train.sh --platform cpu --session "other-$SESSION" --no-wait -- --output_dir "$OUT"
+  assert_line --partial "❌ ERROR: a trainer is already running on $OUT (tmux session $SESSION"
+  # A trainer started by hand is refused by train.py itself, and leaves status.json alone.
+  owner_pid="$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' "$OUT/status.json")"
+  run -1 .venv-local/bin/python train.py --config configs/smoke.yaml --output_dir "$OUT" --report_to none
+  assert_line --regexp "^❌ ERROR: a trainer is already running on $OUT \(tmux session $SESSION, pid [0-9]+, log .*\)$"
+  assert_line --partial "  ↳ watch it with: tmux attach -t $SESSION"
+  assert_equal "$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' "$OUT/status.json")" "$owner_pid"
 }
 
-@test "a stale lock from a dead run is cleared and the launch goes ahead" {
-  mkdir -p "$OUT"
-  printf 'pid=999999\nsession=gone\nlog=x\n' >"$OUT/.trainkit.lock"
-  run -0 launch --no-wait -- --report_to none --max_steps 2
-  assert_line --partial "⚠️ WARNING: removing a stale lock"
+@test "two launches racing for one output dir under different sessions: exactly one trains" {
+  launch_as() {
+    local code=0
+    scripts/train.sh --platform cpu --output-dir "$OUT" --session "$1" --no-wait -- --report_to none --max_steps 3 \
+      >"$BATS_TEST_TMPDIR/$1.out" 2>&1 || code=$?
+    echo "$code" >"$BATS_TEST_TMPDIR/$1.code"
+  }
+  launch_as "a-$SESSION" &
+  launch_as "b-$SESSION" &
+  wait
+  codes="$(cat "$BATS_TEST_TMPDIR/a-$SESSION.code" "$BATS_TEST_TMPDIR/b-$SESSION.code" | sort | tr '\n' ' ')"
+  assert_equal "$codes" "0 1 "
+  run -0 grep -h "❌ ERROR: a trainer is already running on $OUT" "$BATS_TEST_TMPDIR"/*.out
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  assert_equal "$(exit_code)" 0
 }
 
-@test "the supervisor resumes train.py after a crash and the run still completes" {
+@test "the launch watch reports only this launch's progress, and a finished run's relaunch says already complete" {
+  mkdir -p "$OUT"
+  # An older run's status.json: running at step 500, its trainer long gone.
+  true &
+  dead=$!
+  wait "$dead"
+  printf '{"schema_version": 1, "state": "running", "step": 500, "max_steps": 1000, "pid": %s}\n' "$dead" >"$OUT/status.json"
+  run -0 launch --watch-steps 2 -- --report_to none --max_steps 4
+  refute_output --partial "step 500"
+  assert_line --regexp '^✅ SUCCESS: training (running in tmux session .* \(step [234], watched 2 steps\)|completed during the watch)'
+  wait_for_file "$OUT/.trainkit.exit"
+  kill_private_tmux
+  run -0 launch --watch-steps 2 -- --report_to none --max_steps 4
+  assert_equal "${lines[-1]}" "✅ SUCCESS: training already complete: step 4, adapter in $OUT/final"
+}
+
+@test "a run whose supervisor and trainer are killed outright is dead at once, not running" {
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
+  wait_for_step 2
+  kill -KILL "$(supervisor_pid)"
+  pkill -KILL -f "train.py --config configs/smoke.yaml --output_dir $OUT"
+  sleep 0.5
+  status_of
+  assert_equal "$status" 75
+  assert_line "[STATUS] state: dead (status.json says running)"
+  run -1 lock_held
+}
+
+@test "a lock file left by a dead run does not block the next launch: only a live holder counts" {
+  mkdir -p "$OUT"
+  printf 'pid=%s\nsession=gone\nlog=x\n' "$$" >"$OUT/.trainkit.lock"
+  run -0 launch --no-wait -- --report_to none --max_steps 2
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 0
+}
+
+@test "the supervisor resumes train.py after a crash, the run still completes and resume_count says it resumed" {
   TRAINKIT_FAULT_CRASH_AT_STEP=12 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/crashed-once" \
     run -0 launch --no-wait -- --report_to none
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  assert_equal "$(exit_code)" 0
   run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
   run -0 grep -F "⚠️ RESUME: Found checkpoint at step 10. Resuming training." logs/latest.log
   assert_file_exists "$OUT/final/adapter_model.safetensors"
+  # One resume, though it resumed from a later step than the start (the crash-loop count is 0).
+  assert_equal "$(sed -n 's/^  "resume_count": \([0-9]*\),$/\1/p' "$OUT/status.json")" 1
 }
 
 @test "a crash loop ends the watch with exit 2 and the tmux session gone" {
@@ -124,7 +195,7 @@ launch() {
   wait_for_step 6
   pkill -KILL -f "train.py --config configs/smoke.yaml --output_dir $OUT"
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  assert_equal "$(exit_code)" 0
   run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
   run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (4|8)\. Resuming training\.$' logs/latest.log
   assert_file_exists "$OUT/final/adapter_model.safetensors"
@@ -137,4 +208,65 @@ launch() {
   assert_stopped_with_checkpoint SIGINT
   run -1 grep -E "BrokenPipeError|Traceback" logs/latest.log
   run -0 grep -F "[TRAINING-CPU] supervisor exited 75" logs/latest.log
+}
+
+@test "a hung trainer is reported stalled, and the supervisor kills it and relaunches it as a crash" {
+  TRAINKIT_FAULT_HANG_AT_STEP=2 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/hung-once" TRAINKIT_STALL_POLL_SECONDS=8 \
+    TRAINKIT_STALL_KILL_GRACE_SECONDS=1 run -0 launch --no-wait -- --report_to none --max_steps 4 --stall_timeout_seconds 3
+  wait_for_file "$BATS_TEST_TMPDIR/hung-once"
+  for _ in $(seq 1 40); do
+    status_of
+    [[ "$status" != 4 ]] || break
+    sleep 0.5
+  done
+  assert_equal "$status" 4
+  assert_line "[STATUS] state: stalled (status.json says running)"
+  assert_line --regexp "^❌ ERROR: training stalled at step 2/4: trainer pid [0-9]+ is alive but made no step for [0-9]+ s$"
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 0
+  run -0 grep -E "^⚠️ WARNING: train.py \(pid [0-9]+\) is stalled: no step for [0-9]+s; stopping it to relaunch$" logs/latest.log
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+}
+
+@test "during the backoff the run is restarting, and SIGTERM then ends it with 75: no relaunch, lock released" {
+  TRAINKIT_BACKOFF_SECONDS=120 TRAINKIT_FAULT_CRASH_AT_STEP=1 run -0 launch --no-wait -- --report_to none
+  for _ in $(seq 1 240); do
+    grep -q "relaunching in 120s" logs/latest.log 2>/dev/null && break
+    sleep 0.5
+  done
+  status_of
+  assert_equal "$status" 0
+  assert_line --regexp '^\[STATUS\] state: restarting \(attempt 2, relaunch in [0-9]+ s\)$'
+  started=$SECONDS
+  kill -TERM "$(supervisor_pid)"
+  wait_for_file "$OUT/.trainkit.exit" 20
+  ((SECONDS - started < 20))
+  assert_equal "$(exit_code)" 75
+  run -1 lock_held
+  assert_equal "$(grep -c '^\[TRAINING-CPU\] trainkit ' logs/latest.log)" 1
+  status_of
+  assert_equal "$status" 75
+  assert_line --partial "interrupted by SIGTERM while waiting to relaunch train.py"
+}
+
+@test "tmux kill-session stops the run like Ctrl-C: checkpoint, exit 75, lock released" {
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
+  wait_for_step 3
+  tmux -L "$TRAINKIT_TMUX_SOCKET" kill-session -t "$SESSION"
+  assert_stopped_with_checkpoint SIGHUP
+  for _ in $(seq 1 20); do lock_held || break; sleep 0.5; done
+  run -1 lock_held
+  run -1 pgrep -f "train.py --config configs/smoke.yaml --output_dir $OUT"
+}
+
+@test "the restart budget counts failures in a row without progress: a crash after progress starts it again" {
+  # Each attempt gets one step past its checkpoint, then crashes: progress every time, so a
+  # budget of one restart is never spent; train.py's crash-loop guard ends it (exit 2).
+  TRAINKIT_MAX_RESTARTS=1 TRAINKIT_FAULT_CRASH_AT_STEP=3 \
+    run -0 launch --no-wait -- --report_to none --max_steps 6 --save_steps 2 --crash_loop_limit 1
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 2
+  assert_equal "$(grep -c 'relaunching in 0s (restart 1 of 1)' logs/latest.log)" 2
+  run -1 grep -F "the supervisor gives up" logs/latest.log
 }
