@@ -8,6 +8,7 @@ import time
 import pytest
 
 from trainkit import demo
+from trainkit.lock import RunLock
 
 
 @pytest.fixture
@@ -70,8 +71,11 @@ def test_a_demo_run_that_never_finished_is_kept_rather_than_guessed_about(out):
 def test_a_run_whose_trainer_is_alive_is_left_alone(out, capsys):
     out.mkdir(parents=True)
     (out / "status.json").write_text("{}")
-    (out / demo.LOCK).write_text(f"pid={os.getpid()}\nsession=x\nlog=y\n")
-    assert demo.prepare(out) == "alive"
+    held = RunLock.acquire(out, role="trainer", session="x", log="y")
+    try:
+        assert demo.prepare(out) == "alive"
+    finally:
+        held.release()
     assert (out / "status.json").is_file() and not (out / demo.MARKER).exists()
     assert not list(out.parent.glob("smoke.kept-*"))
 

@@ -58,8 +58,8 @@ def test_a_dry_run_of_the_h100_config_plans_a_7b_run_offline_without_its_weights
            "--dry-run"]
     result = subprocess.run(cmd, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("[DRY-RUN] effective batch 16 (8 per device x 2 accumulation x 1 process(es)); "
-            "3000 steps = 150.00 epochs of 320 examples (20 steps each)") in result.stdout
+    assert ("[DRY-RUN] effective batch 8 packed rows of up to 2048 tokens (2 per device x 4 accumulation x "
+            "1 process(es)); 3000 steps over 320 examples, several to a row") in result.stdout
     assert "⚠️ WARNING: dry run: no tokenizer or architecture for Qwen/Qwen2.5-7B-Instruct offline" in result.stdout
-    assert "[DRY-RUN] memory estimate: estimated peak memory 32.6 GB is 47% of the 70 GB budget" in result.stdout
+    assert "[DRY-RUN] memory estimate: estimated peak memory 54.5 GB is 78% of the 70 GB budget" in result.stdout
     assert not out.exists()

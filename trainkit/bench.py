@@ -242,6 +242,8 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
             tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
             data = synthetic_dataset(model.config.vocab_size, config.sft.seed)
             config.sft.model_init_kwargs = None
+            # Token sequences have no roles to mask by: the loss covers every token, as in the baseline.
+            config.sft.assistant_only_loss = False
         else:
             data = load_chat_data(config.trainkit.train_file, None)
         meter = Meter(cuda)

@@ -17,7 +17,6 @@ completed. `prepare` then decides, for what is in OUTPUT_DIR:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -31,19 +30,10 @@ TAG = "DEMO"
 
 
 def lock_owner_alive(output_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (trainkit.lock.owner when it exists)."""
-    try:
-        from trainkit.lock import owner
-    except ImportError:
-        owner = None
-    if owner is not None:
-        return owner(output_dir) is not None
-    try:
-        fields = dict(line.split("=", 1) for line in (output_dir / LOCK).read_text().splitlines() if "=" in line)
-        os.kill(int(fields["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return False
-    return True
+    """Whether a live process holds the run's lock."""
+    from trainkit.lock import owner
+
+    return owner(output_dir) is not None
 
 
 def newer_than_marker(output_dir: Path) -> list[Path]:

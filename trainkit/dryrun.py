@@ -119,9 +119,15 @@ def plan(config, examples: int, report, newest) -> list[str]:
     steps_per_epoch = max(1, math.ceil(math.ceil(examples / batch) / sft.gradient_accumulation_steps))
     steps = sft.max_steps if sft.max_steps > 0 else math.ceil(sft.num_train_epochs * steps_per_epoch)
     epochs = steps / steps_per_epoch
-    lines = [f"effective batch {effective} ({sft.per_device_train_batch_size} per device x "
-             f"{sft.gradient_accumulation_steps} accumulation x {world_size()} process(es)); "
-             f"{steps} steps = {epochs:.2f} epochs of {examples} examples ({steps_per_epoch} steps each)"]
+    shape = (f"{sft.per_device_train_batch_size} per device x {sft.gradient_accumulation_steps} accumulation x "
+             f"{world_size()} process(es)")
+    if sft.packing:
+        # A packed row holds as many examples as fit in max_length: an epoch's steps depend on their lengths.
+        lines = [f"effective batch {effective} packed rows of up to {sft.max_length} tokens ({shape}); "
+                 f"{steps} steps over {examples} examples, several to a row"]
+    else:
+        lines = [f"effective batch {effective} ({shape}); "
+                 f"{steps} steps = {epochs:.2f} epochs of {examples} examples ({steps_per_epoch} steps each)"]
     seconds, tps = expected_seconds(config, steps, effective)
     if seconds is not None:
         lines.append(f"expected duration ~{format_duration(seconds)} at ~{tps:,.0f} tokens/s (estimated from the "

@@ -284,7 +284,8 @@ def check_model_available(model_name: str, report: Report, *, cached: bool, know
         report.error(f"model {model_name} not found on the Hugging Face Hub ({detail}) nor in the local cache{maybe}",
                      "check the spelling of model_name_or_path (hub ids look like Qwen/Qwen2.5-7B-Instruct); "
                      "a private model also needs HF_TOKEN")
-    elif known and not need_weights:
+    elif (known and not need_weights) or (is_gated_model(model_name) and not hf_token_present()):
+        # Offline, a gated family without a token is the error that matters: it needs a token either way.
         check_model_access(model_name, report)
     else:
         what = "its weights cannot be downloaded" if known else "it cannot be checked or downloaded"

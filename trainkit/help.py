@@ -93,7 +93,8 @@ def default_of(f: dataclasses.Field) -> str:
 
 def key_line(name: str, text: str, width: int = 100) -> str:
     head = f"  --{name}"
-    body = textwrap.fill(" ".join(text.split()), width=width - 32, subsequent_indent=" " * 32)
+    # Every line of the description gets the same width-32 columns beside the key column.
+    body = ("\n" + " " * 32).join(textwrap.wrap(" ".join(text.split()), width=width - 32))
     return f"{head:<31} {body}" if len(head) < 31 else f"{head}\n{' ' * 32}{body}"
 
 

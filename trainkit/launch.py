@@ -84,6 +84,13 @@ class Claim:
             except lock.LockHeld as held:
                 raise OutputDirLocked(*lock.refusal(output_dir, held.info)) from None
             except OSError as exc:
+                # Say it the way the preflight does (trainkit.storage): the same dir, the same words.
+                from trainkit.report import Report
+                from trainkit.storage import check_writable_dir
+
+                report = Report("PREFLIGHT")
+                if not check_writable_dir(output_dir, "output_dir", report):
+                    raise TrainkitError(report.errors[0].message, report.errors[0].hint) from None
                 raise TrainkitError(f"cannot create the lock in {output_dir}: {exc.strerror or exc}",
                                     "check that output_dir is writable, or pick another --output_dir") from None
             self.release()

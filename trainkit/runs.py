@@ -20,43 +20,18 @@ from pathlib import Path
 from trainkit.checkpoints import checkpoint_dirs
 from trainkit.status import STATUS_FILE, read_json
 
-LOCK_FILE = ".trainkit.lock"
 LIVE_STATES = ("starting", "running", "restarting", "stalled")
-
-
-def pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_file_owner(output_dir: Path) -> dict | None:
-    """The supervisor named in OUTPUT_DIR/.trainkit.lock (pid=, session=, log= lines), if it is alive."""
-    try:
-        text = (Path(output_dir) / LOCK_FILE).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    if not pid_alive(fields.get("pid")):
-        return None
-    return {"pid": int(fields["pid"]), "session": fields.get("session") or None, "log": fields.get("log") or None}
 
 
 def live_owner(output_dir: Path) -> dict | None:
     """pid/session/log of the live process training in output_dir, or None when none is."""
-    try:
-        from trainkit.lock import owner
-    except ImportError:
-        owner = lock_file_owner
+    from trainkit.lock import owner, pid_alive
+
     found = owner(Path(output_dir))
     if found:
         return found
     status = read_json(Path(output_dir) / STATUS_FILE) or {}
-    if status.get("state") in LIVE_STATES and pid_alive(status.get("pid")):
+    if status.get("state") in LIVE_STATES and pid_alive(status.get("pid"), status.get("pid_start")):
         return {"pid": int(status["pid"]), "session": None, "log": None}
     return None
 
@@ -79,11 +54,13 @@ class RunSummary:
 
 
 def summarize(output_dir: Path) -> RunSummary:
-    status = read_json(output_dir / STATUS_FILE) or {}
+    from trainkit import supervision
+
+    # The same verdict as check_training_status.sh: decided from the processes, not the file alone.
+    seen = supervision.observe(output_dir)
+    status = seen.status or {}
     owner = live_owner(output_dir)
-    state = status.get("state") or ("unknown" if not checkpoint_dirs(output_dir) else "interrupted")
-    if state in LIVE_STATES and owner is None:
-        state = "dead"
+    state = supervision.assess(seen).state or ("unknown" if not checkpoint_dirs(output_dir) else "interrupted")
     checkpoints = checkpoint_dirs(output_dir)
     last = status.get("last_checkpoint") or (str(checkpoints[0].path) if checkpoints else None)
     return RunSummary(

@@ -144,13 +144,15 @@ def machine_for(platform: str = "auto", memory_gb: float | None = None) -> Machi
 
 def profile_data(path: str, tokenizer=None) -> DataProfile:
     """Token lengths of every valid example: rendered as TRL renders them, or guessed from bytes."""
-    from trainkit.data_checks import templated_lengths, valid_examples
+    from trainkit.data_checks import valid_examples
+    from trainkit.training_view import TrainingView, tokenized_file
 
     if not Path(path).is_file():
         raise ConfigError(f"data file not found: {path}", "pass --data with a JSONL chat file")
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        failures: list = []
-        lengths = [n for _, n in templated_lengths(tokenizer, path, None, failures) if n is not None]
+        # Untruncated lengths, tokenized the way the trainer will (trainkit.training_view).
+        view = TrainingView(tokenizer, assistant_only_loss=False, max_length=None)
+        lengths = [t.length for _, _, t in tokenized_file(view, path) if not isinstance(t, Exception)]
         return DataProfile(path, sorted(lengths), True)
     guessed = [math.ceil(len(json.dumps(example, ensure_ascii=False).encode()) / BYTES_PER_TOKEN_GUESS)
                for _, example in valid_examples(path)]

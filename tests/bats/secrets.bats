@@ -80,7 +80,7 @@ refute_secrets_anywhere() {
   assert_output ""
 
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(cat "$OUT/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "$OUT/.trainkit.exit")" 0
   assert_file_exists "$OUT/checkpoint-4/training_args.bin"
   assert_file_exists "$OUT/wandb_run.json"
   refute_secrets_anywhere
