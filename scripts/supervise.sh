@@ -103,19 +103,24 @@ fi
 rm -f "$(tk_exit_file "$output_dir")"
 
 child="" stop_signal="" code=0 finished=0 thermal_pid="" rank_exits=""
-# The command of one attempt: train.py itself, or torchrun with one train.py per process.
-trainer=("$python" train.py) distributed=0
-if ((nproc > 1 || nnodes > 1)); then
-  distributed=1
+# The command of one attempt: train.py itself, or torchrun with one train.py per process. Across
+# nodes, each attempt meets under its own rendezvous id: torchrun closes the previous one when it exits.
+distributed=0
+((nproc == 1 && nnodes == 1)) || distributed=1
+trainer=()
+trainer_for_attempt() {
+  trainer=("$python" train.py)
+  ((distributed)) || return 0
   trainer=("$python" -m torch.distributed.run --nproc_per_node "$nproc")
   if ((nnodes > 1)); then
-    trainer+=(--nnodes "$nnodes" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "${TRAINKIT_RDZV_ID:-trainkit}")
+    trainer+=(--nnodes "$nnodes" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint"
+      --rdzv_id "${TRAINKIT_RDZV_ID:-trainkit}-$1")
     [[ -z "$node_rank" ]] || trainer+=(--node_rank "$node_rank")
   else
     trainer+=(--standalone)
   fi
   trainer+=(train.py)
-fi
+}
 # A stop request: remember it and pass it on to train.py (in its own process group, so that
 # it hears each request exactly once, from here).
 # shellcheck disable=SC2317  # called from the traps below
@@ -178,6 +183,7 @@ attempt=0 failures=0 action=""
 while [[ -z "$stop_signal" ]]; do
   attempt=$((attempt + 1))
   # Its own process group (set -m): a Ctrl-C in the pane reaches train.py only through on_stop.
+  trainer_for_attempt "$attempt"
   if ((distributed)); then
     [[ -z "$rank_exits" ]] || rm -rf "$rank_exits"
     rank_exits="$(mktemp -d "${TMPDIR:-/tmp}/trainkit-ranks.XXXXXX")"

@@ -99,7 +99,8 @@ gpus="${gpus:-$(tk_runctl gpu-count --platform "$platform")}"
 export TRAINKIT_WORLD_SIZE=$((gpus * nnodes))
 
 python="$(tk_python "$platform")"
-tk_section "$tag" "preflight: $config -> $output_dir ($gpus process(es) per node, $nnodes node(s))"
+tk_section "$tag" "preflight: $config -> $output_dir"
+((gpus * nnodes == 1)) || tk_section "$tag" "$gpus processes per node on $nnodes node(s), under torchrun"
 run_check() {
   "$python" "$@" || tk_die "$TK_EXIT_ERROR" "preflight failed: ${1##*/} (see the ERROR above)" \
     "fix it and launch again; nothing was started"

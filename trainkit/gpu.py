@@ -207,7 +207,7 @@ def check_cuda_devices(report: Report, env: str, count: int) -> None:
         major, minor = min(p.compute_capability for p in found)
         report.warning(f"compute capability {major}.{minor} has no bf16 or flash-attn (both need 8.0+, Ampere)",
                        "set bf16: false and fp16: true in the config; attention falls back to SDPA")
-    check_memory(smallest.total_memory, report, "GPU memory per GPU")
+    check_memory(smallest.total_memory, report, "memory per GPU")
     if env == "h100":
         check_h100(smallest, report)
     recommend("cuda", smallest.total_memory, report)
