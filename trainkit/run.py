@@ -187,7 +187,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
              "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
 
-    newest = checkpoints.newest_valid(out, on_skip=skipped)
+    newest = checkpoints.newest_valid(out, on_skip=skipped,
+                                      save_only_model=bool(getattr(config.sft, "save_only_model", False)))
     step = newest.step if newest else 0
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.
