@@ -113,9 +113,13 @@ trainer_for_attempt() {
   ((distributed)) || return 0
   trainer=("$python" -m torch.distributed.run --nproc_per_node "$nproc")
   if ((nnodes > 1)); then
-    trainer+=(--nnodes "$nnodes" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint"
-      --rdzv_id "${TRAINKIT_RDZV_ID:-trainkit}-$1")
-    [[ -z "$node_rank" ]] || trainer+=(--node_rank "$node_rank")
+    trainer+=(--nnodes "$nnodes" --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "${TRAINKIT_RDZV_ID:-trainkit}-$1")
+    if [[ -n "$node_rank" ]]; then
+      # Fixed ranks: node 0 keeps global rank 0 (status.json, the protocol) across relaunches.
+      trainer+=(--rdzv_backend static --node_rank "$node_rank")
+    else
+      trainer+=(--rdzv_backend c10d)
+    fi
   else
     trainer+=(--standalone)
   fi

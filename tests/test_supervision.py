@@ -317,3 +317,10 @@ def test_the_default_process_count_is_the_gpus_nvidia_smi_lists_that_cuda_may_us
     assert int(got) == max(1, expected)
     assert subprocess.run([sys.executable, "-m", "trainkit.runctl", "gpu-count", "--platform", "cpu"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout.strip() == "1"
+
+
+def test_a_node_without_rank_0_ends_completed_not_failed_when_its_processes_completed(tmp_path):
+    supervision.mark_restarting(tmp_path, attempt=2, delay=0, code=70, launch_id="l")
+    supervision.write_exit_record(tmp_path, 0, "l")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["exit_code"]) == ("completed", 0)

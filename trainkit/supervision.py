@@ -76,6 +76,9 @@ def write_exit_record(output_dir: Path, code: int, launch_id: str, stopped_by: s
         if code == ExitCode.INTERRUPTED:
             by = f"SIG{stopped_by}" if stopped_by else "a stop request"
             status.update(state="interrupted", message=f"interrupted by {by} while waiting to relaunch train.py")
+        elif code == ExitCode.OK:
+            # A node whose processes hold no rank 0 under torchrun: only the supervisor wrote here.
+            status.update(state="completed", message="every process of this node completed (the supervisor's record)")
         else:
             status.update(state="failed", message=f"the supervisor gave up (exit {code})")
         status.update(exit_code=code, updated_at=now_iso())

@@ -13,6 +13,11 @@ setup() {
 
 teardown() {
   kill_private_tmux
+  local pid
+  # Supervisors a test started outside tmux: stopped like Ctrl-C, if they still run.
+  for pid in $(cat "$BATS_TEST_TMPDIR/supervisors" 2>/dev/null); do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
 }
 
 # wait_until SECONDS COMMAND... — poll until COMMAND succeeds.
@@ -79,4 +84,28 @@ launch() {
   run -0 find "$OUT" -maxdepth 1 -name 'checkpoint-*'
   assert_equal "${#lines[@]}" 1
   assert_file_exists "${lines[0]}/rng_state_1.pth"
+}
+
+@test "two nodes on localhost (static rendezvous): a trainer killed on node 1 relaunches both, node 0 resumes and completes" {
+  [[ -d /proc/self ]] || skip "finds the ranks through /proc"
+  local port node pid
+  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  export TRAINKIT_FAULT_STEP_DELAY=0.3 TRAINKIT_RDZV_ID="bats-$$"
+  for node in 0 1; do
+    scripts/supervise.sh --platform cpu --config configs/smoke.yaml --output-dir "$OUT$node" \
+      --log "$BATS_TEST_TMPDIR/node$node.log" --nproc 1 --nnodes 2 --node-rank "$node" --rdzv-endpoint "127.0.0.1:$port" \
+      -- --max_steps 6 --save_steps 2 --save_on_each_node true --report_to none >/dev/null 2>&1 3>&- &
+    echo "$!" >>"$BATS_TEST_TMPDIR/supervisors"
+  done
+  wait_until 240 test -f "${OUT}1/checkpoint-2/trainer_state.json"
+  for pid in $(pgrep -f "train.py --config configs/smoke.yaml --output_dir ${OUT}1"); do
+    ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "RANK=1" || kill -KILL "$pid"
+  done
+  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.exit"
+  assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 0
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" "$BATS_TEST_TMPDIR/node1.log"
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' "$BATS_TEST_TMPDIR/node0.log"
+  assert_file_exists "${OUT}0/final/adapter_model.safetensors"
+  assert_equal "$(sed -n 's/^  "state": "\(.*\)",$/\1/p' "${OUT}1/status.json")" completed
 }
