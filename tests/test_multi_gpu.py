@@ -35,3 +35,23 @@ def test_the_preflight_prints_the_effective_batch_over_every_process(monkeypatch
     [finding] = report.findings
     assert finding.message.startswith(expected)
     assert ("memory estimate is per GPU" in finding.message) == (expected.count("processes") == 1)
+
+
+@pytest.mark.parametrize(("device", "gpus", "world", "refused"),
+                         [("cuda", 8, None, True), ("cuda", 8, "8", False), ("cuda", 1, None, False),
+                          ("cpu", 0, None, False)])
+def test_one_process_that_sees_several_gpus_is_refused_before_the_model_loads(monkeypatch, device, gpus, world,
+                                                                               refused):
+    from trainkit import preflight
+
+    for name in ("WORLD_SIZE", "TRAINKIT_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    if world:
+        monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setattr(preflight, "cuda_device_count", lambda: gpus)
+    report = Report("PREFLIGHT")
+    preflight.check_one_process_per_gpu(SimpleNamespace(device=device), report)
+    assert bool(report.errors) == refused
+    if refused:
+        assert report.errors[0].message == "train.py runs as one process but sees 8 GPUs"
+        assert "scripts/train.sh --gpus 8" in report.errors[0].hint

@@ -237,6 +237,7 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     report_sources(config, report)
     check_values(config, report)
     report_effective_batch(config, report)
+    check_one_process_per_gpu(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
     from trainkit.speed import check_lm_head_target, check_padding_free_attention
@@ -270,6 +271,24 @@ def world_size() -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 1
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_one_process_per_gpu(config, report: Report) -> None:
+    """One process on a machine with several GPUs would be wrapped in DataParallel, which the trainer
+    refuses only after the model has loaded: say so now."""
+    if config.device != "cuda" or world_size() > 1:
+        return
+    count = cuda_device_count()
+    if count > 1:
+        report.error(f"train.py runs as one process but sees {count} GPUs",
+                     f"launch one process per GPU: scripts/train.sh --gpus {count} (torchrun), "
+                     "or train on one GPU with CUDA_VISIBLE_DEVICES=0")
 
 
 def report_effective_batch(config, report: Report) -> None:
