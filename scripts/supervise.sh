@@ -21,7 +21,8 @@
 # The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
 #
 # --nproc N (N > 1) or --nnodes N (> 1) runs train.py under torchrun (`python -m torch.distributed.run`,
-# --standalone on one node, c10d rendezvous at --rdzv-endpoint across nodes). torchrun's own exit status
+# --standalone on one node; across nodes a rendezvous at --rdzv-endpoint: static with --node-rank, so
+# that node 0 keeps rank 0, else c10d). torchrun's own exit status
 # hides its workers' codes (a 75 or 70 becomes 1), so the code decided on is the group's verdict
 # (trainkit.supervision.group_verdict): each rank records its exit code in a folder made for the attempt,
 # and a rank that recorded none was killed, which is a crash.
