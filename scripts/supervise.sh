@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: scripts/supervise.sh --platform P --config FILE --output-dir DIR --log FILE [--session NAME] [-- TRAIN_ARGS...]
+# Usage: scripts/supervise.sh --platform P --config FILE --output-dir DIR --log FILE [--session NAME]
+#                             [--nproc N] [--nnodes N --rdzv-endpoint HOST:PORT [--node-rank R]] [-- TRAIN_ARGS...]
 #
 # Run train.py until it reaches a verdict, resuming it after a crash. Meant to run inside
 # the tmux session that scripts/train.sh opens; all output is appended to the log.
@@ -18,6 +19,13 @@
 # A stop request at any moment (Ctrl-C in the pane, SIGTERM, tmux kill-session's SIGHUP) is passed
 # to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff.
 # The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
+#
+# --nproc N (N > 1) or --nnodes N (> 1) runs train.py under torchrun (`python -m torch.distributed.run`,
+# --standalone on one node; across nodes a rendezvous at --rdzv-endpoint: static with --node-rank, so
+# that node 0 keeps rank 0, else c10d). torchrun's own exit status
+# hides its workers' codes (a 75 or 70 becomes 1), so the code decided on is the group's verdict
+# (trainkit.supervision.group_verdict): each rank records its exit code in a folder made for the attempt,
+# and a rank that recorded none was killed, which is a crash.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh
 source "$(dirname "$0")/lib/protocol.sh"
@@ -36,7 +44,7 @@ if [[ -n "${TRAINKIT_ENV_FILE:-}" ]]; then
   unset TRAINKIT_ENV_FILE
 fi
 
-platform="" config="" output_dir="" log="" session=""
+platform="" config="" output_dir="" log="" session="" nproc=1 nnodes=1 node_rank="" rdzv_endpoint=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --platform) platform="$2"; shift 2 ;;
@@ -44,6 +52,10 @@ while [[ $# -gt 0 ]]; do
     --output-dir) output_dir="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --session) session="$2"; shift 2 ;;
+    --nproc) nproc="$2"; shift 2 ;;
+    --nnodes) nnodes="$2"; shift 2 ;;
+    --node-rank) node_rank="$2"; shift 2 ;;
+    --rdzv-endpoint) rdzv_endpoint="$2"; shift 2 ;;
     --) shift; break ;;
     *) tk_die "$TK_EXIT_ERROR" "unknown argument: $1" "see scripts/supervise.sh --help" ;;
   esac
@@ -51,6 +63,10 @@ done
 [[ -n "$platform" && -n "$config" && -n "$output_dir" && -n "$log" ]] ||
   tk_die "$TK_EXIT_ERROR" "--platform, --config, --output-dir and --log are required" "see scripts/supervise.sh --help"
 
+[[ "$nproc" =~ ^[1-9][0-9]*$ && "$nnodes" =~ ^[1-9][0-9]*$ ]] ||
+  tk_die "$TK_EXIT_ERROR" "--nproc and --nnodes must be whole numbers of at least 1" "e.g. --nproc 2"
+((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
+  tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
 tag="TRAINING-$(printf %s "$platform" | tr "[:lower:]" "[:upper:]")"
 root="$(tk_repo_root)"
 cd "$root"
@@ -87,7 +103,29 @@ if ! taken="$(tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --s
 fi
 rm -f "$(tk_exit_file "$output_dir")"
 
-child="" stop_signal="" code=0 finished=0 thermal_pid=""
+child="" stop_signal="" code=0 finished=0 thermal_pid="" rank_exits=""
+# The command of one attempt: train.py itself, or torchrun with one train.py per process. Across
+# nodes, each attempt meets under its own rendezvous id: torchrun closes the previous one when it exits.
+distributed=0
+((nproc == 1 && nnodes == 1)) || distributed=1
+trainer=()
+trainer_for_attempt() {
+  trainer=("$python" train.py)
+  ((distributed)) || return 0
+  trainer=("$python" -m torch.distributed.run --nproc_per_node "$nproc")
+  if ((nnodes > 1)); then
+    trainer+=(--nnodes "$nnodes" --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "${TRAINKIT_RDZV_ID:-trainkit}-$1")
+    if [[ -n "$node_rank" ]]; then
+      # Fixed ranks: node 0 keeps global rank 0 (status.json, the protocol) across relaunches.
+      trainer+=(--rdzv_backend static --node_rank "$node_rank")
+    else
+      trainer+=(--rdzv_backend c10d)
+    fi
+  else
+    trainer+=(--standalone)
+  fi
+  trainer+=(train.py)
+}
 # A stop request: remember it and pass it on to train.py (in its own process group, so that
 # it hears each request exactly once, from here).
 # shellcheck disable=SC2317  # called from the traps below
@@ -107,6 +145,7 @@ finish() {
   finished=1
   ((status == 0)) || ((code != 0)) || code=$status
   [[ -z "$thermal_pid" ]] || kill "$thermal_pid" 2>/dev/null || true
+  [[ -z "$rank_exits" ]] || rm -rf "$rank_exits"
   if [[ -n "$child" ]] && kill -0 "$child" 2>/dev/null; then
     kill -TERM "$child" 2>/dev/null || true
     wait "$child" 2>/dev/null || true
@@ -149,9 +188,14 @@ attempt=0 failures=0 action=""
 while [[ -z "$stop_signal" ]]; do
   attempt=$((attempt + 1))
   # Its own process group (set -m): a Ctrl-C in the pane reaches train.py only through on_stop.
+  trainer_for_attempt "$attempt"
+  if ((distributed)); then
+    [[ -z "$rank_exits" ]] || rm -rf "$rank_exits"
+    rank_exits="$(mktemp -d "${TMPDIR:-/tmp}/trainkit-ranks.XXXXXX")"
+  fi
   set -m
-  TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 "$python" train.py --config "$config" --output_dir "$output_dir" "$@" \
-    </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
+  TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 TRAINKIT_RANK_EXIT_DIR="$rank_exits" \
+    "${trainer[@]}" --config "$config" --output_dir "$output_dir" "$@" </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
   child=$!
   set +m
   ticks=0
@@ -170,6 +214,11 @@ while [[ -z "$stop_signal" ]]; do
   code=$?
   set -e
   child=""
+  if [[ -n "$rank_exits" ]]; then
+    launcher_code=$code
+    code="$(tk_runctl group-verdict --folder "$rank_exits" --nproc "$nproc" 9>&-)" || code=$TK_EXIT_CRASHED
+    say tk_section "$tag" "torchrun exited $launcher_code; its processes' verdict: $code"
+  fi
   progressed=0
   ! tk_runctl progressed --output-dir "$output_dir" --launch-id "$launch_id" --attempt "$attempt" 9>&- || progressed=1
   read -r action value < <(tk_runctl supervise-next --code "$code" --failures "$failures" \

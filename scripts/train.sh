@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/train.sh --platform {h100,m4,cpu} [--config FILE] [--output-dir DIR] [--session NAME]
 #                         [--no-wait] [--watch-steps N] [--watch-timeout SECONDS] [--dry-run[=load]]
+#                         [--gpus N | --nproc N] [--nnodes N --rdzv-endpoint HOST:PORT [--node-rank R]]
 #                         [-- TRAIN_ARGS...]
 #
 # Launch a training run in tmux and watch its start. Runs the preflight checks, takes the
@@ -17,6 +18,12 @@
 #   --output-dir DIR     override the config's output_dir (a --output_dir in TRAIN_ARGS wins)
 #   --dry-run[=load]     run the preflight checks, then train.py --dry-run in the foreground (no tmux, no
 #                        log, nothing written): the plan up to the first optimizer step; =load reads the weights
+#   --gpus N             processes to train with, one per GPU (default: every visible GPU on h100, 1 on m4
+#                        and cpu); N > 1 runs train.py under torchrun inside the supervisor. --gpus 1: one process
+#   --nproc N            the same, by its torchrun name (on cpu: N gloo processes, for testing)
+#   --nnodes N           nodes in a multi-node run; each node runs this same command (docs/MULTI_NODE.md)
+#   --rdzv-endpoint H:P  node 0's address for torchrun's c10d rendezvous (with --nnodes)
+#   --node-rank R        this node's rank, when the nodes are numbered by hand
 #   TRAIN_ARGS           extra train.py flags, e.g. -- --max_steps 2000
 #
 # Exit codes: 0 running (or finished), 1 preflight/input error or another trainer owns the
@@ -39,7 +46,7 @@ source "$(dirname "$0")/lib/status.sh"
 tk_maybe_help "$0" "$@"
 
 platform="" config="" output_dir="" session="${TRAINKIT_SESSION:-weatherman-training}"
-dry_run="" wait_for_steps=1 watch_steps=100 watch_timeout="${TRAINKIT_WATCH_TIMEOUT:-3600}"
+dry_run="" gpus="" nnodes=1 node_rank="" rdzv_endpoint="" wait_for_steps=1 watch_steps=100 watch_timeout="${TRAINKIT_WATCH_TIMEOUT:-3600}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --platform) platform="$2"; shift 2 ;;
@@ -49,6 +56,10 @@ while [[ $# -gt 0 ]]; do
     --no-wait) wait_for_steps=0; shift ;;
     --watch-steps) watch_steps="$2"; shift 2 ;;
     --watch-timeout) watch_timeout="$2"; shift 2 ;;
+    --gpus | --nproc) gpus="$2"; shift 2 ;;
+    --nnodes) nnodes="$2"; shift 2 ;;
+    --node-rank) node_rank="$2"; shift 2 ;;
+    --rdzv-endpoint) rdzv_endpoint="$2"; shift 2 ;;
     --yes) shift ;;
     --dry-run | --dry-run=*) dry_run="$1"; shift ;;
     --) shift; break ;;
@@ -79,8 +90,17 @@ if tk_session_alive "$session"; then
     "attach with: tmux attach -t $session; or launch with --session <other-name>"
 fi
 
+gpus="${gpus:-$(tk_runctl gpu-count --platform "$platform")}"
+[[ "$gpus" =~ ^[1-9][0-9]*$ && "$nnodes" =~ ^[1-9][0-9]*$ ]] ||
+  tk_die "$TK_EXIT_ERROR" "--gpus and --nnodes must be whole numbers of at least 1" "e.g. --gpus 2, or --gpus 1 for one process"
+((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
+  tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
+# The preflight's batch and memory figures are per process; it prints the effective batch for this many.
+export TRAINKIT_WORLD_SIZE=$((gpus * nnodes))
+
 python="$(tk_python "$platform")"
 tk_section "$tag" "preflight: $config -> $output_dir"
+((gpus * nnodes == 1)) || tk_section "$tag" "$gpus processes per node on $nnodes node(s), under torchrun"
 run_check() {
   "$python" "$@" || tk_die "$TK_EXIT_ERROR" "preflight failed: ${1##*/} (see the ERROR above)" \
     "fix it and launch again; nothing was started"
@@ -109,7 +129,10 @@ tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --role launcher -
 ln -sfn "$(basename "$log")" logs/latest.log
 env_file="$(tk_forwarded_env)"
 supervisor=("$root/scripts/supervise.sh" --platform "$platform" --config "$config" --output-dir "$output_dir"
-  --log "$log" --session "$session" -- "$@")
+  --log "$log" --session "$session" --nproc "$gpus" --nnodes "$nnodes")
+[[ -z "$rdzv_endpoint" ]] || supervisor+=(--rdzv-endpoint "$rdzv_endpoint")
+[[ -z "$node_rank" ]] || supervisor+=(--node-rank "$node_rank")
+supervisor+=(-- "$@")
 tk_tmux new-session -d -s "$session" -x 220 -y 50 -e TRAINKIT_ENV_FILE="$env_file" -e NO_COLOR=1 -c "$root" \
   "exec $(printf '%q ' "${supervisor[@]}")" 9>&- ||
   { rm -rf "$(dirname "$env_file")"; tk_die "$TK_EXIT_ERROR" "tmux could not open session $session (see its message above)" "check \`tmux ls\`, then launch again"; }

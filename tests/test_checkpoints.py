@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -69,3 +70,36 @@ def test_newest_valid_skips_damaged_checkpoints_newest_first(tmp_path):
 def test_no_checkpoint_at_all_means_a_fresh_start(tmp_path):
     assert newest_valid(tmp_path / "missing") is None
     assert newest_valid(tmp_path) is None
+
+
+def make_fsdp_checkpoint(root, step, ranks=2):
+    """The layout the Trainer writes under FSDP with SHARDED_STATE_DICT: two torch.distributed.checkpoint folders."""
+    path = root / f"checkpoint-{step}"
+    for folder in ("pytorch_model_fsdp_0", "optimizer_0"):
+        (path / folder).mkdir(parents=True)
+        for rank in range(ranks):
+            (path / folder / f"__{rank}_0.distcp").write_bytes(b"shard")
+        (path / folder / ".metadata").write_bytes(b"metadata")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return Checkpoint(path, step)
+
+
+def test_a_sharded_fsdp_checkpoint_is_complete_and_a_shard_cut_off_before_its_metadata_is_not(tmp_path):
+    checkpoint = make_fsdp_checkpoint(tmp_path, 10)
+    assert problems(checkpoint) == []
+    (checkpoint.path / "optimizer_0" / ".metadata").unlink()
+    assert problems(checkpoint) == ["optimizer_0/.metadata missing (a rank was cut off while saving its shard)"]
+    shutil.rmtree(checkpoint.path / "optimizer_0")
+    assert problems(checkpoint)[0].startswith("optimizer.pt missing")
+
+
+def test_save_only_model_checkpoints_are_complete_without_optimizer_or_scheduler(tmp_path):
+    checkpoint = make_checkpoint(tmp_path, 10)
+    for name in ("optimizer.pt", "scheduler.pt"):
+        (checkpoint.path / name).unlink()
+    assert problems(checkpoint, save_only_model=True) == []
+    assert newest_valid(tmp_path, save_only_model=True).step == 10
+    assert newest_valid(tmp_path) is None, "without save_only_model the optimizer is required"
+    (checkpoint.path / "trainer_state.json").unlink()
+    assert problems(checkpoint, save_only_model=True) == ["trainer_state.json missing"]

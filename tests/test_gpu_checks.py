@@ -33,7 +33,8 @@ def fake_machine(monkeypatch, *, cuda: GpuProperties | None = None, mac_gb: floa
                  matmul_error: float = 1e-7):
     monkeypatch.setattr(config, "cuda_available", lambda: cuda is not None)
     monkeypatch.setattr(config, "mps_available", lambda: mac_gb is not None)
-    monkeypatch.setattr(gpu, "gpu_properties", lambda: cuda)
+    monkeypatch.setattr(gpu, "gpu_properties", lambda index=0: cuda)
+    monkeypatch.setattr(gpu, "gpu_count", lambda: 1 if cuda is not None else 0)
     monkeypatch.setattr(gpu, "unified_memory_bytes", lambda: int((mac_gb or 0) * GB))
     monkeypatch.setattr(gpu, "apple_chip", lambda: "Apple M4 Pro")
     monkeypatch.setattr(gpu, "run_matmul", lambda device: matmul_error)
@@ -233,3 +234,41 @@ def test_help_exits_0_with_usage_examples():
                           text=True, timeout=60)
     assert proc.returncode == 0
     assert "--require-gpu" in proc.stdout and "check_gpu.py --env h100" in proc.stdout
+
+
+def fake_gpus(monkeypatch, cards: list[GpuProperties], broken: tuple[int, ...] = ()):
+    """A machine with these CUDA GPUs; the matmul on each index in `broken` comes out wrong."""
+    fake_machine(monkeypatch, cuda=cards[0])
+    monkeypatch.setattr(gpu, "gpu_count", lambda: len(cards))
+    monkeypatch.setattr(gpu, "gpu_properties", lambda index=0: cards[index])
+    monkeypatch.setattr(gpu, "run_matmul", lambda device: 0.5 if int(device.split(":")[1]) in broken else 1e-7)
+
+
+@pytest.mark.parametrize("count", [2, 4, 8])
+def test_every_visible_gpu_is_checked_and_identical_h100s_pass(monkeypatch, count):
+    fake_gpus(monkeypatch, [H100_80GB] * count)
+    device, report = check("h100")
+    assert device == "cuda" and not report.errors and not report.warnings, text(report.findings)
+    oks = text(report.findings)
+    assert all(f"CUDA GPU {i}: NVIDIA H100 80GB HBM3" in oks for i in range(count))
+    assert oks.count("matmul test on cuda:") == count
+    assert f"{count} identical GPUs: NVIDIA H100 80GB HBM3, 79 GB each" in oks
+
+
+def test_a_mixed_set_of_gpus_is_an_error_naming_what_was_found(monkeypatch):
+    fake_gpus(monkeypatch, [H100_80GB, H100_80GB, A100_40GB, H100_80GB])
+    _, report = check("h100")
+    errors = text(report.errors)
+    assert "the 4 visible GPUs are not all the same: 1 x NVIDIA A100-SXM4-40GB 39 GB; 3 x NVIDIA H100 80GB HBM3 79 GB" \
+        in errors
+    assert "CUDA_VISIBLE_DEVICES" in errors
+    assert "expected an H100 80GB, found NVIDIA A100-SXM4-40GB" in text(report.warnings), "sized for the smallest"
+
+
+def test_a_degraded_gpu_in_a_set_of_8_is_an_error_naming_the_healthy_ones(monkeypatch):
+    fake_gpus(monkeypatch, [H100_80GB] * 8, broken=(5,))
+    _, report = check("h100")
+    errors = text(report.errors)
+    assert "a matmul on cuda:5 gave wrong results" in errors
+    assert "1 of the 8 visible GPUs failed the health check (GPU 5)" in errors
+    assert "CUDA_VISIBLE_DEVICES=0,1,2,3,4,6,7 and --gpus 7" in errors

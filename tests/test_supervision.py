@@ -246,3 +246,81 @@ def test_a_killed_process_not_yet_reaped_is_not_alive():
         assert not lock.pid_alive(proc.pid)
     finally:
         proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("rank_codes", "nproc", "verdict"),
+    [
+        ({0: 0, 1: 0}, 2, 0),
+        ({0: 75, 1: 75}, 2, 75),  # a stop on every rank
+        ({0: 1, 1: 1}, 2, 1),  # an input error: no relaunch
+        ({0: 75, 1: 3}, 2, 3),  # rank 1 diverged; torchrun stopped rank 0
+        ({0: 2, 1: 75}, 2, 2),
+        ({0: 75}, 2, 70),  # rank 1 recorded nothing: it was killed
+        ({0: 75, 1: 70}, 2, 70),  # rank 1 crashed; rank 0 was stopped by torchrun
+        ({0: 0, 1: 0, 2: 0, 3: 137}, 4, 70),
+        ({}, 8, 70),
+    ],
+)
+def test_a_torchrun_group_is_judged_by_what_its_ranks_recorded_not_by_torchruns_exit_status(rank_codes, nproc, verdict):
+    assert supervision.group_verdict(rank_codes, nproc) == verdict
+    assert supervision.supervisor_next(verdict, 0, 3, False)[0] == ("relaunch" if verdict == 70 else "stop")
+
+
+def test_each_rank_records_its_exit_code_for_the_supervisor(tmp_path, monkeypatch):
+    from trainkit.run import record_rank_exit
+
+    monkeypatch.setenv("TRAINKIT_RANK_EXIT_DIR", str(tmp_path))
+    for rank, code in ((0, 75), (1, 3)):
+        monkeypatch.setenv("RANK", str(rank))
+        record_rank_exit(code)
+    assert supervision.read_rank_exits(tmp_path) == {0: 75, 1: 3}
+    out = subprocess.run([sys.executable, "-m", "trainkit.runctl", "group-verdict", "--folder", str(tmp_path),
+                          "--nproc", "2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "3"
+
+
+def test_a_rank_under_torchrun_accepts_the_lock_its_own_launch_holds_and_no_other(tmp_path, holders, monkeypatch):
+    out = tmp_path / "run"
+    holders.append(hold(out, pid=4242, session="s", launch_id="launch-ours"))
+    monkeypatch.setenv("TRAINKIT_LOCK_FD", "9")  # the supervisor's descriptor, which torchrun does not pass on
+    monkeypatch.setenv("TRAINKIT_LAUNCH_ID", "launch-ours")
+    claim = Claim()
+    try:
+        assert claim.take(out).data["launch_id"] == "launch-ours"
+    finally:
+        claim.release()
+    assert lock.owner(out)["pid"] == "4242", "the supervisor still holds it"
+    monkeypatch.setenv("TRAINKIT_LAUNCH_ID", "launch-other")
+    with pytest.raises(OutputDirLocked):
+        Claim().take(out)
+
+
+@pytest.mark.parametrize(("listed", "visible", "expected"),
+                         [(8, None, 8), (8, "0,1,2,3", 4), (2, "", 0), (4, "1,-1,2", 1)])
+def test_the_default_process_count_is_the_gpus_nvidia_smi_lists_that_cuda_may_use(tmp_path, monkeypatch,
+                                                                                 listed, visible, expected):
+    from trainkit.gpu_models import visible_gpu_count
+
+    stub = tmp_path / "nvidia-smi"
+    lines = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(listed))
+    stub.write_text(f"#!/bin/sh\n{lines}")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpu_count() == expected
+    got = subprocess.run([sys.executable, "-m", "trainkit.runctl", "gpu-count", "--platform", "h100"], cwd=REPO,
+                         capture_output=True, text=True, check=True, env=os.environ).stdout
+    assert int(got) == max(1, expected)
+    assert subprocess.run([sys.executable, "-m", "trainkit.runctl", "gpu-count", "--platform", "cpu"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout.strip() == "1"
+
+
+def test_a_node_without_rank_0_ends_completed_not_failed_when_its_processes_completed(tmp_path):
+    supervision.mark_restarting(tmp_path, attempt=2, delay=0, code=70, launch_id="l")
+    supervision.write_exit_record(tmp_path, 0, "l")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["state"], status["exit_code"]) == ("completed", 0)

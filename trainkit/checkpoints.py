@@ -5,6 +5,13 @@ transformers writes `checkpoint-N/` in place, `trainer_state.json` last, and its
 mid-save leaves a directory that either crashes the resume or, worse, resumes
 silently with a fresh optimizer when `optimizer.pt`/`scheduler.pt` are missing.
 So a checkpoint counts only when every file a resume restores is complete.
+
+Under FSDP (accelerate's save through the Trainer) the model and optimizer may be sharded:
+`pytorch_model_fsdp_0/` and `optimizer_0/` are torch.distributed.checkpoint folders, whose
+`.metadata` the coordinating rank writes after every rank's `.distcp` shard; a full state dict
+is `pytorch_model_fsdp.bin` / `optimizer.bin`. With `save_only_model` the Trainer writes no
+optimizer, scheduler or RNG state at all: such a checkpoint is complete without them (a resume
+from it restarts the optimizer, as transformers documents).
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ PREFIX_CHECKPOINT_DIR = "checkpoint"
 INCOMPLETE_MARKER = "checkpoint-is-incomplete.txt"
 ADAPTER_FILES = ("adapter_model.safetensors", "model.safetensors")
 TORCH_FILES = ("optimizer.pt", "scheduler.pt")
+FSDP_MODEL_FILES = ("pytorch_model_fsdp.bin",)
+FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
+FSDP_OPTIMIZER_FILE = "optimizer.bin"
+FSDP_OPTIMIZER_DIR = "optimizer_0"
+DCP_METADATA = ".metadata"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -70,8 +82,30 @@ def torch_file_problem(path: Path) -> str | None:
     return f"{path.name} is corrupt ({bad})" if bad else None
 
 
-def problems(checkpoint: Checkpoint) -> list[str]:
-    """Why a resume from this checkpoint would crash or silently lose state; empty when sound."""
+def sharded_problem(folder: Path) -> str | None:
+    """A torch.distributed.checkpoint folder is whole once its `.metadata` is written, after every shard."""
+    if not (folder / DCP_METADATA).is_file() or (folder / DCP_METADATA).stat().st_size == 0:
+        return f"{folder.name}/{DCP_METADATA} missing (a rank was cut off while saving its shard)"
+    if not any(folder.glob("*.distcp")):
+        return f"{folder.name} holds no .distcp shard"
+    return None
+
+
+def optimizer_problems(path: Path) -> list[str] | None:
+    """The FSDP optimizer layout's problems; None when the checkpoint has no FSDP optimizer."""
+    if (path / FSDP_OPTIMIZER_DIR).is_dir():
+        problem = sharded_problem(path / FSDP_OPTIMIZER_DIR)
+    elif (path / FSDP_OPTIMIZER_FILE).exists():
+        problem = torch_file_problem(path / FSDP_OPTIMIZER_FILE)
+    else:
+        return None
+    return [problem] if problem else []
+
+
+def problems(checkpoint: Checkpoint, save_only_model: bool = False) -> list[str]:
+    """Why a resume from this checkpoint would crash or silently lose state; empty when sound.
+
+    `save_only_model`: the run saves no optimizer or scheduler (TrainingArguments.save_only_model)."""
     path = checkpoint.path
     if (path / INCOMPLETE_MARKER).exists():
         return [f"{INCOMPLETE_MARKER} present (killed while saving)"]
@@ -87,21 +121,30 @@ def problems(checkpoint: Checkpoint) -> list[str]:
     except (OSError, ValueError):
         found.append("trainer_state.json unreadable")
     adapters = [path / name for name in ADAPTER_FILES if (path / name).exists()]
-    if not adapters:
+    if (path / FSDP_MODEL_DIR).is_dir():
+        found += [p for p in [sharded_problem(path / FSDP_MODEL_DIR)] if p]
+    elif any((path / name).exists() for name in FSDP_MODEL_FILES):
+        found += [p for p in (torch_file_problem(path / n) for n in FSDP_MODEL_FILES if (path / n).exists()) if p]
+    elif not adapters:
         found.append("no adapter_model.safetensors")
     found += [p for p in map(safetensors_problem, adapters) if p]
+    if save_only_model:
+        return found
+    fsdp_optimizer = optimizer_problems(path)
     for name in TORCH_FILES:
-        if not (path / name).exists():
+        if name == "optimizer.pt" and fsdp_optimizer is not None:
+            found += fsdp_optimizer
+        elif not (path / name).exists():
             found.append(f"{name} missing (a resume would restart the optimizer and LR schedule)")
         elif problem := torch_file_problem(path / name):
             found.append(problem)
     return found
 
 
-def newest_valid(output_dir: Path, on_skip=None) -> Checkpoint | None:
+def newest_valid(output_dir: Path, on_skip=None, save_only_model: bool = False) -> Checkpoint | None:
     """The newest checkpoint that passes `problems`; `on_skip(checkpoint, reasons)` hears about the rest."""
     for checkpoint in checkpoint_dirs(output_dir):
-        reasons = problems(checkpoint)
+        reasons = problems(checkpoint, save_only_model)
         if not reasons:
             return checkpoint
         if on_skip:

@@ -24,9 +24,10 @@ MODES = ("meta", "load")
 
 
 def world_size() -> int:
-    import os
+    """torchrun's WORLD_SIZE, else the processes scripts/train.sh --gpus N would launch."""
+    from trainkit.preflight import world_size as processes
 
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return processes()
 
 
 def meta_args(sft):

@@ -42,11 +42,18 @@ class GpuProperties:
 # --- probes: the only functions that touch the hardware ------------------------------
 
 
-def gpu_properties() -> GpuProperties:
-    """CUDA device 0 as torch sees it."""
+def gpu_count() -> int:
+    """CUDA devices this process sees (after CUDA_VISIBLE_DEVICES)."""
     import torch
 
-    props = torch.cuda.get_device_properties(0)
+    return torch.cuda.device_count()
+
+
+def gpu_properties(index: int = 0) -> GpuProperties:
+    """CUDA device `index` as torch sees it."""
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
     return GpuProperties(props.name, props.total_memory, (props.major, props.minor))
 
 
@@ -160,7 +167,57 @@ def check_h100(props: GpuProperties, report: Report) -> None:
                    "or start an H100 80GB pod")
 
 
+def check_cuda_devices(report: Report, env: str, count: int) -> None:
+    """Every visible GPU: each must answer, compute correctly, and all must be one model with one memory size,
+    since a multi-GPU run splits each batch over all of them and waits for the slowest and smallest."""
+    found: list[GpuProperties] = []
+    unusable: list[str] = []
+    for index in range(count):
+        try:
+            props = gpu_properties(index)
+        except RuntimeError as exc:
+            report.error(f"cannot query CUDA GPU {index}: {first_line(exc)}",
+                         "check the driver with `nvidia-smi`, or restart the pod")
+            unusable.append(str(index))
+            continue
+        major, minor = props.compute_capability
+        report.ok(f"CUDA GPU {index}: {props.name}, {gb(props.total_memory):.1f} GB, "
+                  f"compute capability {major}.{minor}")
+        found.append(props)
+        if not check_matmul(f"cuda:{index}", report):
+            unusable.append(str(index))
+    if unusable:
+        healthy = ",".join(str(i) for i in range(count) if str(i) not in unusable)
+        report.error(f"{len(unusable)} of the {count} visible GPUs failed the health check (GPU {', '.join(unusable)})",
+                     f"a multi-GPU run needs every GPU it uses: leave them out with CUDA_VISIBLE_DEVICES={healthy} "
+                     f"and --gpus {count - len(unusable)}, or ask for another pod")
+    if not found:
+        return
+    kinds = sorted({(p.name, round(gb(p.total_memory))) for p in found})
+    if len(kinds) > 1:
+        listed = "; ".join(f"{sum(1 for p in found if (p.name, round(gb(p.total_memory))) == kind)} x {kind[0]} "
+                           f"{kind[1]} GB" for kind in kinds)
+        report.error(f"the {count} visible GPUs are not all the same: {listed}",
+                     "a multi-GPU run waits for the slowest and is sized for the smallest: choose identical GPUs "
+                     "with CUDA_VISIBLE_DEVICES, or launch with --gpus 1")
+    else:
+        report.ok(f"{count} identical GPUs: {kinds[0][0]}, {kinds[0][1]} GB each")
+    smallest = min(found, key=lambda p: p.total_memory)
+    if min(p.compute_capability for p in found) < (8, 0):
+        major, minor = min(p.compute_capability for p in found)
+        report.warning(f"compute capability {major}.{minor} has no bf16 or flash-attn (both need 8.0+, Ampere)",
+                       "set bf16: false and fp16: true in the config; attention falls back to SDPA")
+    check_memory(smallest.total_memory, report, "memory per GPU")
+    if env == "h100":
+        check_h100(smallest, report)
+    recommend("cuda", smallest.total_memory, report)
+
+
 def check_cuda_device(report: Report, env: str) -> None:
+    count = gpu_count()
+    if count > 1:
+        check_cuda_devices(report, env, count)
+        return
     try:
         props = gpu_properties()
     except RuntimeError as exc:  # the driver answers is_available() but not a real query

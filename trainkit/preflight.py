@@ -236,6 +236,8 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     """
     report_sources(config, report)
     check_values(config, report)
+    report_effective_batch(config, report)
+    check_one_process_per_gpu(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
     from trainkit.speed import check_lm_head_target, check_padding_free_attention
@@ -258,6 +260,49 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
         check_memory_and_disk(model, source, config, report)
     if data:
         check_data(source, config, report)
+
+
+def world_size() -> int:
+    """Processes training together: torchrun's WORLD_SIZE, else what scripts/train.sh is about to launch."""
+    import os
+
+    for name in ("WORLD_SIZE", "TRAINKIT_WORLD_SIZE"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_one_process_per_gpu(config, report: Report) -> None:
+    """One process on a machine with several GPUs would be wrapped in DataParallel, which the trainer
+    refuses only after the model has loaded: say so now."""
+    if config.device != "cuda" or world_size() > 1:
+        return
+    count = cuda_device_count()
+    if count > 1:
+        report.error(f"train.py runs as one process but sees {count} GPUs",
+                     f"launch one process per GPU: scripts/train.sh --gpus {count} (torchrun), "
+                     "or train on one GPU with CUDA_VISIBLE_DEVICES=0")
+
+
+def report_effective_batch(config, report: Report) -> None:
+    """Sequences per optimizer step: per-device batch x processes x accumulation."""
+    sft, processes = config.sft, world_size()
+    batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
+    if not (isinstance(batch, int) and isinstance(accumulation, int) and batch > 0 and accumulation > 0):
+        return
+    text = (f"effective batch: {batch} per device x {processes} process{'es' if processes > 1 else ''} x "
+            f"{accumulation} accumulation = {batch * processes * accumulation} sequences per optimizer step")
+    if processes > 1:
+        text += ("; each process holds the whole model (DDP), so the memory estimate is per GPU; "
+                 f"to keep a 1-GPU run's batch, divide gradient_accumulation_steps by {processes}")
+    report.ok(text)
 
 
 def check_output_dirs(config, report: Report) -> None:

@@ -27,6 +27,7 @@ from trainkit.status import RunStatus, is_main_process, now_iso, read_json
 
 FINAL_DIR = "final"
 LOG_FILE = "trainkit.log"
+RANK_EXIT_DIR_ENV = "TRAINKIT_RANK_EXIT_DIR"
 
 
 def prepare_stdio() -> None:
@@ -67,6 +68,24 @@ def log_traceback(path: Path, context: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = run(argv)
+    record_rank_exit(int(code))
+    return code
+
+
+def record_rank_exit(code: int) -> None:
+    """Under the supervisor's torchrun, each rank leaves its exit code in $TRAINKIT_RANK_EXIT_DIR:
+    a rank that leaves none was killed. torchrun's own exit status hides the codes."""
+    folder = os.environ.get(RANK_EXIT_DIR_ENV)
+    if not folder:
+        return
+    try:
+        (Path(folder) / f"rank-{os.environ.get('RANK', '0')}").write_text(f"{code}\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def run(argv: list[str] | None = None) -> int:
     prepare_stdio()
     silence_unactionable()
     if (help_code := answer_help(sys.argv[1:] if argv is None else argv)) is not None:
@@ -168,7 +187,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
              "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
 
-    newest = checkpoints.newest_valid(out, on_skip=skipped)
+    newest = checkpoints.newest_valid(out, on_skip=skipped,
+                                      save_only_model=bool(getattr(config.sft, "save_only_model", False)))
     step = newest.step if newest else 0
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.

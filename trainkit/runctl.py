@@ -11,6 +11,8 @@
     python -m trainkit.runctl stalled --output-dir DIR            # exit 0 when the trainer is stalled
     python -m trainkit.runctl progressed --output-dir DIR --launch-id ID --attempt N   # exit 0: it made a step
     python -m trainkit.runctl supervise-next --code C --failures F --max-restarts M --progressed 0|1
+    python -m trainkit.runctl group-verdict --folder RANK_EXIT_DIR --nproc N   # a torchrun group's exit code
+    python -m trainkit.runctl gpu-count --platform P              # processes to launch by default (GPUs; 1 off CUDA)
     python -m trainkit.runctl mark-restarting --output-dir DIR --attempt A --delay S --code C --launch-id ID
     python -m trainkit.runctl exit-record --output-dir DIR --code C --launch-id ID
     python -m trainkit.runctl is-h100-80gb NAME MEMORY_MIB        # exit 0 for an H100 80GB
@@ -171,6 +173,18 @@ def cmd_supervise_next(args) -> int:
     return 0
 
 
+def cmd_group_verdict(args) -> int:
+    print(supervision.group_verdict(supervision.read_rank_exits(args.folder), args.nproc))
+    return 0
+
+
+def cmd_gpu_count(args) -> int:
+    from trainkit.gpu_models import visible_gpu_count
+
+    print(max(1, visible_gpu_count()) if args.platform == "h100" else 1)
+    return 0
+
+
 def cmd_mark_restarting(args) -> int:
     supervision.mark_restarting(Path(args.output_dir), args.attempt, args.delay, args.code, args.launch_id)
     return 0
@@ -302,6 +316,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--failures", type=int, required=True)
     c.add_argument("--max-restarts", type=int, required=True)
     c.add_argument("--progressed", choices=("0", "1"), required=True)
+    c = command("group-verdict", cmd_group_verdict, output_dir=False)
+    c.add_argument("--folder", required=True)
+    c.add_argument("--nproc", type=int, required=True)
+    command("gpu-count", cmd_gpu_count, output_dir=False).add_argument("--platform", required=True)
     c = command("mark-restarting", cmd_mark_restarting)
     c.add_argument("--attempt", type=int, required=True)
     c.add_argument("--delay", type=float, required=True)

@@ -76,6 +76,9 @@ def write_exit_record(output_dir: Path, code: int, launch_id: str, stopped_by: s
         if code == ExitCode.INTERRUPTED:
             by = f"SIG{stopped_by}" if stopped_by else "a stop request"
             status.update(state="interrupted", message=f"interrupted by {by} while waiting to relaunch train.py")
+        elif code == ExitCode.OK:
+            # A node whose processes hold no rank 0 under torchrun: only the supervisor wrote here.
+            status.update(state="completed", message="every process of this node completed (the supervisor's record)")
         else:
             status.update(state="failed", message=f"the supervisor gave up (exit {code})")
         status.update(exit_code=code, updated_at=now_iso())
@@ -215,6 +218,33 @@ def supervisor_next(code: int, failures: int, max_restarts: int, progressed: boo
     if failures > max_restarts:
         return "give_up", int(ExitCode.CRASHED)
     return "relaunch", failures
+
+
+def read_rank_exits(folder: Path | str) -> dict[int, int]:
+    """The exit codes the ranks of one attempt left in the supervisor's folder (trainkit.run.record_rank_exit)."""
+    codes = {}
+    for path in Path(folder).glob("rank-*"):
+        rank, text = path.name.removeprefix("rank-"), path.read_text(encoding="utf-8").strip()
+        if rank.isdigit() and text.lstrip("-").isdigit():
+            codes[int(rank)] = int(text)
+    return codes
+
+
+def group_verdict(rank_codes: dict[int, int], nproc: int) -> int:
+    """The exit code of a torchrun group, from what its ranks recorded; never torchrun's own status
+    (it turns a worker's 75 or 70 into 1, which would read as an input error).
+
+    A rank that recorded nothing was killed, and a rank that crashed brings the group down with it
+    (torchrun stops the others with SIGTERM, and they record 75): both are a crash, relaunched.
+    Otherwise a rank's verdict (1, 2, 3, 0) wins over the others' 75, lowest rank first; every rank
+    at 75 is a stop."""
+    if len(rank_codes) < nproc:
+        return int(ExitCode.CRASHED)
+    codes = [rank_codes[rank] for rank in sorted(rank_codes)]
+    if any(code not in FINAL_CODES for code in codes):
+        return int(ExitCode.CRASHED)
+    verdicts = [code for code in codes if code != ExitCode.INTERRUPTED]
+    return verdicts[0] if verdicts else int(ExitCode.INTERRUPTED)
 
 
 def attempt_progressed(output_dir: Path, launch_id: str, attempt: int) -> bool:

@@ -1,0 +1,111 @@
+#!/usr/bin/env bats
+# scripts/train.sh --nproc 2: two gloo processes under torchrun on CPU, inside the supervisor.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  load test_helper
+  use_private_training_env multiproc
+  OUT="$BATS_TEST_TMPDIR/run"
+  SESSION="bats-multiproc-${BATS_TEST_NUMBER}"
+  cd "$REPO_ROOT"
+}
+
+teardown() {
+  kill_private_tmux
+  local pid
+  # Supervisors a test started outside tmux: stopped like Ctrl-C, if they still run.
+  for pid in $(cat "$BATS_TEST_TMPDIR/supervisors" 2>/dev/null); do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+}
+
+# wait_until SECONDS COMMAND... — poll until COMMAND succeeds.
+wait_until() {
+  local i limit=$1
+  shift
+  for ((i = 0; i < limit * 2; i++)); do
+    "$@" && return 0
+    sleep 0.5
+  done
+  echo "timed out waiting for: $*" >&2
+  return 1
+}
+
+# at_step N — status.json (rank 0's) says step N or later.
+at_step() {
+  local step
+  step="$(sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$OUT/status.json" 2>/dev/null || true)"
+  [[ -n "$step" ]] && ((step >= $1))
+}
+
+# worker_of_rank R — the pid of the train.py process of rank R (from its environment).
+worker_of_rank() {
+  local pid
+  for pid in $(pgrep -f "train.py --config configs/smoke.yaml --output_dir $OUT"); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RANK=$1"; then
+      printf '%s\n' "$pid"
+      return 0
+    fi
+  done
+  return 1
+}
+
+exit_code() { head -n 1 "$OUT/.trainkit.exit"; }
+
+launch() {
+  scripts/train.sh --platform cpu --nproc 2 --output-dir "$OUT" --session "$SESSION" "$@"
+}
+
+@test "--nproc 2: a rank killed outright relaunches the whole group, which resumes from its newest checkpoint and completes" {
+  [[ -d /proc/self ]] || skip "finds the ranks through /proc"
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 6 --save_steps 2
+  wait_until 240 test -f "$OUT/checkpoint-2/trainer_state.json"
+  wait_until 60 at_step 3
+  kill -KILL "$(worker_of_rank 1)"
+  wait_until 300 test -f "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 0
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" logs/latest.log
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' logs/latest.log
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+  run -0 grep -F "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences" logs/latest.log
+}
+
+@test "--nproc 2: SIGTERM to the supervisor stops every rank with 75 after one checkpoint, no relaunch" {
+  [[ -d /proc/self ]] || skip "finds the ranks through /proc"
+  TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400 --save_steps 1000
+  wait_until 240 at_step 2
+  kill -TERM "$(sed -n 's/^pid=//p' "$OUT/.trainkit.lock")"
+  wait_until 120 test -f "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 75
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 75$" logs/latest.log
+  run -1 grep -F "relaunching" logs/latest.log
+  run -0 find "$OUT" -maxdepth 1 -name 'checkpoint-*'
+  assert_equal "${#lines[@]}" 1
+  assert_file_exists "${lines[0]}/rng_state_1.pth"
+}
+
+@test "two nodes on localhost (static rendezvous): a trainer killed on node 1 relaunches both, node 0 resumes and completes" {
+  [[ -d /proc/self ]] || skip "finds the ranks through /proc"
+  local port node pid
+  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  export TRAINKIT_FAULT_STEP_DELAY=0.3 TRAINKIT_RDZV_ID="bats-$$"
+  for node in 0 1; do
+    scripts/supervise.sh --platform cpu --config configs/smoke.yaml --output-dir "$OUT$node" \
+      --log "$BATS_TEST_TMPDIR/node$node.log" --nproc 1 --nnodes 2 --node-rank "$node" --rdzv-endpoint "127.0.0.1:$port" \
+      -- --max_steps 6 --save_steps 2 --save_on_each_node true --report_to none >/dev/null 2>&1 3>&- &
+    echo "$!" >>"$BATS_TEST_TMPDIR/supervisors"
+  done
+  wait_until 240 test -f "${OUT}1/checkpoint-2/trainer_state.json"
+  for pid in $(pgrep -f "train.py --config configs/smoke.yaml --output_dir ${OUT}1"); do
+    ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "RANK=1" || kill -KILL "$pid"
+  done
+  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.exit"
+  assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 0
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" "$BATS_TEST_TMPDIR/node1.log"
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' "$BATS_TEST_TMPDIR/node0.log"
+  assert_file_exists "${OUT}0/final/adapter_model.safetensors"
+  assert_equal "$(sed -n 's/^  "state": "\(.*\)",$/\1/p' "${OUT}1/status.json")" completed
+}
