@@ -60,11 +60,15 @@ lint: $(VENV_STAMP) ## ruff and shellcheck
 	$(VENV)/bin/ruff check .
 	shellcheck -x scripts/*.sh scripts/lib/*.sh tests/bats/*.bash tests/bats/stubs/* .ci/run
 
+# Most tests wait on a train.py subprocess (imports, tmux polling) more than they compute: two
+# pytest workers keep both cores busy, and bats runs three files' tests at a time (GNU parallel).
+PYTEST_JOBS ?= 2
+BATS_JOBS ?= 3
 pytest: setup
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q -n $(PYTEST_JOBS) --dist loadfile tests
 
 bats: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bats tests/bats
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bats --jobs $(BATS_JOBS) tests/bats
 
 test: test-tools setup lint pytest bats ## everything CI runs
 
