@@ -8,7 +8,8 @@
 # output dir's lock (an flock: of two launches on one output dir exactly one gets it) and
 # refuses an existing session, starts scripts/supervise.sh (which takes the lock over, runs
 # train.py and resumes it after crashes) in tmux session NAME (default weatherman-training),
-# logs everything to logs/training_[m4_|cpu_]YYYYmmdd_HHMMSS.log (logs/latest.log links to it),
+# logs everything to logs/training_[m4_|cpu_]YYYYmmdd_HHMMSS.log (logs/latest.log links to it;
+# $TRAINKIT_LOG_DIR moves logs/),
 # then watches this launch until it made N steps (default 100) beyond where it started: a run
 # that fails during the watch ends this command with its exit code and the log's tail; a
 # finished run says "already complete"; otherwise it detaches with exit 0 and the run goes on
@@ -114,10 +115,11 @@ if [[ -n "$dry_run" ]]; then
   exec "$python" train.py --config "$config" --output_dir "$output_dir" "$dry_run" "$@"
 fi
 
-mkdir -p logs "$output_dir"
+logs_dir="$(tk_log_dir "$root")"
+mkdir -p "$logs_dir" "$output_dir"
 TRAINKIT_LAUNCH_ID="launch-$(tk_timestamp)-$$"
 export TRAINKIT_LAUNCH_ID
-log="$root/logs/${log_prefix}$(tk_timestamp).log"
+log="$logs_dir/${log_prefix}$(tk_timestamp).log"
 # Two launches in the same second get two logs.
 (set -C && : >"$log") 2>/dev/null || log="${log%.log}_$$.log"
 : >"$log"
@@ -126,7 +128,7 @@ log="$root/logs/${log_prefix}$(tk_timestamp).log"
 exec 9>>"$(tk_lock_file "$output_dir")"
 tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --role launcher --session "$session" --log "$log" \
   --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
-ln -sfn "$(basename "$log")" logs/latest.log
+ln -sfn "$(basename "$log")" "$logs_dir/latest.log"
 env_file="$(tk_forwarded_env)"
 supervisor=("$root/scripts/supervise.sh" --platform "$platform" --config "$config" --output-dir "$output_dir"
   --log "$log" --session "$session" --nproc "$gpus" --nnodes "$nnodes")

@@ -49,3 +49,8 @@ tk_config_value() {
 tk_timestamp() {
   date +%Y%m%d_%H%M%S
 }
+
+# tk_log_dir ROOT — print where launch logs go: $TRAINKIT_LOG_DIR, else ROOT/logs.
+tk_log_dir() {
+  printf '%s\n' "${TRAINKIT_LOG_DIR:-$1/logs}"
+}

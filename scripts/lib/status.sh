@@ -24,7 +24,7 @@ tk_log_output_dir() {
 # tk_status_default_output_dir ROOT — print the newest run's output dir (logs/latest.log, else outputs/*/status.json).
 tk_status_default_output_dir() {
   local root="$1" dir newest
-  dir="$(tk_log_output_dir "$root/logs/latest.log")"
+  dir="$(tk_log_output_dir "$(tk_log_dir "$root")/latest.log")"
   if [[ -n "$dir" ]]; then
     tk_abs_path "$dir" "$root"
     return 0
@@ -50,7 +50,7 @@ tk_status_log() {
       printf '%s\n' "$file"
       return 0
     fi
-  done < <(ls -t "$root"/logs/*.log 2>/dev/null)
+  done < <(ls -t "$(tk_log_dir "$root")"/*.log 2>/dev/null)
 }
 
 # tk_status_field OUTPUT_DIR KEY — print top-level KEY of OUTPUT_DIR/status.json; nothing when absent or null.

@@ -55,7 +55,9 @@ json_field() {
   agent_run scripts/train.sh --platform cpu --config "$config" --output-dir "$OUT" --session agent-run --watch-steps 3
   assert_equal "$code" 0
   [[ "$verdict" == "✅ SUCCESS: training "* ]]
-  grep -qxF "[TRAINING-CPU] reconnect: tmux attach -t agent-run   |   follow: tail -f $(readlink -f logs/latest.log)" <<<"$tagged"
+  log="$(launched_log "$tagged")"
+  assert_file_exists "$log"
+  grep -qxF "[TRAINING-CPU] reconnect: tmux attach -t agent-run   |   follow: tail -f $log" <<<"$tagged"
 
   # Poll the JSON twin until the run has a verdict and its supervisor is gone (until then the
   # output dir is still owned); the exit code must agree with the state.
@@ -78,5 +80,5 @@ json_field() {
   agent_run scripts/train.sh --platform cpu --config "$config" --output-dir "$OUT" --session agent-run
   assert_equal "$code" 0
   assert_equal "$verdict" "✅ SUCCESS: training already complete: step 20, adapter in $OUT/final"
-  run -0 grep -F "✅ SUCCESS: training already complete: step 20" logs/latest.log
+  run -0 grep -F "✅ SUCCESS: training already complete: step 20" "$(launched_log "$tagged")"
 }

@@ -11,6 +11,7 @@ setup() {
   [[ -x "$REPO_ROOT/.venv-local/bin/python" ]] || skip "needs make setup"
   command -v git >/dev/null || skip "needs git to list the repo's files"
   use_private_training_env demo
+  unset TRAINKIT_LOG_DIR # the copy's own logs/, as make demo writes them
   COPY="$BATS_TEST_TMPDIR/repo"
   mkdir -p "$COPY"
   (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |

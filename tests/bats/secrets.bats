@@ -55,11 +55,11 @@ refute_secrets_in() {
   run -1 grep -rlaF -D skip -f "$SECRETS" "$@"
 }
 
-# refute_secrets_anywhere — not in any process's arguments, the output dir, logs/, $TMPDIR or the pane's scrollback.
+# refute_secrets_anywhere — not in any process's arguments, the output dir, the logs, $TMPDIR or the pane's scrollback.
 refute_secrets_anywhere() {
   ps -eo args >"$BATS_TEST_TMPDIR/ps.txt"
   run -1 grep -aF -f "$SECRETS" "$BATS_TEST_TMPDIR/ps.txt"
-  refute_secrets_in "$OUT" logs "$TMPDIR"
+  refute_secrets_in "$OUT" "$TRAINKIT_LOG_DIR" "$TMPDIR"
   tmux -L "$TRAINKIT_TMUX_SOCKET" capture-pane -p -S - -t "$SESSION" >"$BATS_TEST_TMPDIR/scrollback.txt"
   [[ -s "$BATS_TEST_TMPDIR/scrollback.txt" ]]
   refute_secrets_in "$BATS_TEST_TMPDIR/scrollback.txt"

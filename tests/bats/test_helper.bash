@@ -22,10 +22,12 @@ setup_repo_copy() {
 }
 
 # use_private_training_env NAME — for tests that really train: a private tmux server
-# (trainkit-NAME-PID-TEST), offline, no restart backoff, and no fault injection or NO_COLOR
+# (trainkit-NAME-PID-TEST), its own log directory, offline, no restart backoff, and no fault injection or NO_COLOR
 # inherited from the caller.
 use_private_training_env() {
   export TRAINKIT_TMUX_SOCKET="trainkit-$1-$$-${BATS_TEST_NUMBER}"
+  # Its own logs/ (and logs/latest.log): tests run side by side (bats --jobs).
+  export TRAINKIT_LOG_DIR="$BATS_TEST_TMPDIR/logs"
   export TRAINKIT_BACKOFF_SECONDS=0 TRAINKIT_WATCH_INTERVAL=0.5
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
   unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR
@@ -34,4 +36,10 @@ use_private_training_env() {
 # kill_private_tmux — stop the private tmux server and whatever still runs in it.
 kill_private_tmux() {
   tmux -L "$TRAINKIT_TMUX_SOCKET" kill-server 2>/dev/null || true
+}
+
+# launched_log TEXT — the log a train.sh launch named in TEXT ("[TRAINING-X] launched in tmux session S; log: PATH").
+# Tests read it rather than logs/latest.log, which a launch running beside them may repoint.
+launched_log() {
+  sed -n 's/^\[TRAINING-[A-Z0-9]*\] launched in tmux session .*; log: //p' <<<"$1" | tail -n 1
 }

@@ -60,27 +60,29 @@ launch() {
 @test "--nproc 2: a rank killed outright relaunches the whole group, which resumes from its newest checkpoint and completes" {
   [[ -d /proc/self ]] || skip "finds the ranks through /proc"
   TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 6 --save_steps 2
+  log="$(launched_log "$output")"
   wait_until 240 test -f "$OUT/checkpoint-2/trainer_state.json"
   wait_until 60 at_step 3
   kill -KILL "$(worker_of_rank 1)"
   wait_until 300 test -f "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
-  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" logs/latest.log
-  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
-  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' logs/latest.log
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" "$log"
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' "$log"
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' "$log"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
-  run -0 grep -F "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences" logs/latest.log
+  run -0 grep -F "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences" "$log"
 }
 
 @test "--nproc 2: SIGTERM to the supervisor stops every rank with 75 after one checkpoint, no relaunch" {
   [[ -d /proc/self ]] || skip "finds the ranks through /proc"
   TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400 --save_steps 1000
+  log="$(launched_log "$output")"
   wait_until 240 at_step 2
   kill -TERM "$(sed -n 's/^pid=//p' "$OUT/.trainkit.lock")"
   wait_until 120 test -f "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 75
-  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 75$" logs/latest.log
-  run -1 grep -F "relaunching" logs/latest.log
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 75$" "$log"
+  run -1 grep -F "relaunching" "$log"
   run -0 find "$OUT" -maxdepth 1 -name 'checkpoint-*'
   assert_equal "${#lines[@]}" 1
   assert_file_exists "${lines[0]}/rng_state_1.pth"

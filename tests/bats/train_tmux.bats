@@ -59,8 +59,8 @@ assert_stopped_with_checkpoint() {
   local step
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 75
-  run -0 grep -E "^❌ ERROR: interrupted by $1: checkpoint saved at step [0-9]+$" logs/latest.log
-  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' logs/latest.log | tail -n 1)"
+  run -0 grep -E "^❌ ERROR: interrupted by $1: checkpoint saved at step [0-9]+$" "$TRAINKIT_LOG_DIR/latest.log"
+  step="$(sed -n 's/.*checkpoint saved at step \([0-9]*\)$/\1/p' "$TRAINKIT_LOG_DIR/latest.log" | tail -n 1)"
   assert_file_exists "$OUT/checkpoint-$step/trainer_state.json"
 }
 
@@ -76,8 +76,8 @@ launch() {
   assert_equal "$(exit_code)" 0
   assert_file_exists "$OUT/final/adapter_model.safetensors"
   run -1 lock_held
-  run -1 grep -q $'\e' logs/latest.log
-  run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" logs/latest.log
+  run -1 grep -q $'\e' "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" "$TRAINKIT_LOG_DIR/latest.log"
 }
 
 @test "a second launch or a second train.py on a live run is refused with the owner to attach to" {
@@ -100,8 +100,9 @@ launch() {
 @test "two launches racing for one output dir under different sessions: exactly one trains" {
   launch_as() {
     local code=0
-    scripts/train.sh --platform cpu --output-dir "$OUT" --session "$1" --no-wait -- --report_to none --max_steps 3 \
-      >"$BATS_TEST_TMPDIR/$1.out" 2>&1 || code=$?
+    # Long enough that the winner still trains when the loser reaches the lock, however loaded the machine.
+    TRAINKIT_FAULT_STEP_DELAY=0.5 scripts/train.sh --platform cpu --output-dir "$OUT" --session "$1" --no-wait -- \
+      --report_to none --max_steps 400 --save_steps 1000 >"$BATS_TEST_TMPDIR/$1.out" 2>&1 || code=$?
     echo "$code" >"$BATS_TEST_TMPDIR/$1.code"
   }
   launch_as "a-$SESSION" &
@@ -110,8 +111,9 @@ launch() {
   codes="$(cat "$BATS_TEST_TMPDIR/a-$SESSION.code" "$BATS_TEST_TMPDIR/b-$SESSION.code" | sort | tr '\n' ' ')"
   assert_equal "$codes" "0 1 "
   run -0 grep -h "❌ ERROR: a trainer is already running on $OUT" "$BATS_TEST_TMPDIR"/*.out
+  kill -TERM "$(sed -n 's/^pid=//p' "$OUT/.trainkit.lock")"
   wait_for_file "$OUT/.trainkit.exit"
-  assert_equal "$(exit_code)" 0
+  assert_equal "$(exit_code)" 75
 }
 
 @test "the launch watch reports only this launch's progress, and a finished run's relaunch says already complete" {
@@ -155,8 +157,8 @@ launch() {
     run -0 launch --no-wait -- --report_to none
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
-  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
-  run -0 grep -F "⚠️ RESUME: Found checkpoint at step 10. Resuming training." logs/latest.log
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 70; relaunching in 0s \(restart 1 of 10\)' "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "⚠️ RESUME: Found checkpoint at step 10. Resuming training." "$TRAINKIT_LOG_DIR/latest.log"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
   # One resume, though it resumed from a later step than the start (the crash-loop count is 0).
   assert_equal "$(sed -n 's/^  "resume_count": \([0-9]*\),$/\1/p' "$OUT/status.json")" 1
@@ -165,7 +167,7 @@ launch() {
 @test "a crash loop ends the watch with exit 2 and the tmux session gone" {
   TRAINKIT_FAULT_CRASH_AT_STEP=1 run -2 launch -- --report_to none
   assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: crash loop"
-  run -0 grep -F "❌ ERROR: Crash loop detected: resumed 3 times from the start" logs/latest.log
+  run -0 grep -F "❌ ERROR: Crash loop detected: resumed 3 times from the start" "$TRAINKIT_LOG_DIR/latest.log"
   sleep 1
   run -1 tmux -L "$TRAINKIT_TMUX_SOCKET" has-session -t "$SESSION"
 }
@@ -196,8 +198,8 @@ launch() {
   pkill -KILL -f "train.py --config configs/smoke.yaml --output_dir $OUT"
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
-  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
-  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (4|8)\. Resuming training\.$' logs/latest.log
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (4|8)\. Resuming training\.$' "$TRAINKIT_LOG_DIR/latest.log"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
 }
 
@@ -206,8 +208,8 @@ launch() {
   wait_for_step 3
   tmux -L "$TRAINKIT_TMUX_SOCKET" send-keys -t "$SESSION" C-c
   assert_stopped_with_checkpoint SIGINT
-  run -1 grep -E "BrokenPipeError|Traceback" logs/latest.log
-  run -0 grep -F "[TRAINING-CPU] supervisor exited 75" logs/latest.log
+  run -1 grep -E "BrokenPipeError|Traceback" "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "[TRAINING-CPU] supervisor exited 75" "$TRAINKIT_LOG_DIR/latest.log"
 }
 
 @test "a hung trainer is reported stalled, and the supervisor kills it and relaunches it as a crash" {
@@ -224,15 +226,15 @@ launch() {
   assert_line --regexp "^❌ ERROR: training stalled at step 2/4: trainer pid [0-9]+ is alive but made no step for [0-9]+ s$"
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
-  run -0 grep -E "^⚠️ WARNING: train.py \(pid [0-9]+\) is stalled: no step for [0-9]+s; stopping it to relaunch$" logs/latest.log
-  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' logs/latest.log
+  run -0 grep -E "^⚠️ WARNING: train.py \(pid [0-9]+\) is stalled: no step for [0-9]+s; stopping it to relaunch$" "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' "$TRAINKIT_LOG_DIR/latest.log"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
 }
 
 @test "during the backoff the run is restarting, and SIGTERM then ends it with 75: no relaunch, lock released" {
   TRAINKIT_BACKOFF_SECONDS=120 TRAINKIT_FAULT_CRASH_AT_STEP=1 run -0 launch --no-wait -- --report_to none
   for _ in $(seq 1 240); do
-    grep -q "relaunching in 120s" logs/latest.log 2>/dev/null && break
+    grep -q "relaunching in 120s" "$TRAINKIT_LOG_DIR/latest.log" 2>/dev/null && break
     sleep 0.5
   done
   status_of
@@ -244,7 +246,7 @@ launch() {
   ((SECONDS - started < 20))
   assert_equal "$(exit_code)" 75
   run -1 lock_held
-  assert_equal "$(grep -c '^\[TRAINING-CPU\] trainkit ' logs/latest.log)" 1
+  assert_equal "$(grep -c '^\[TRAINING-CPU\] trainkit ' "$TRAINKIT_LOG_DIR/latest.log")" 1
   status_of
   assert_equal "$status" 75
   assert_line --partial "interrupted by SIGTERM while waiting to relaunch train.py"
@@ -267,6 +269,6 @@ launch() {
     run -0 launch --no-wait -- --report_to none --max_steps 6 --save_steps 2 --crash_loop_limit 1
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 2
-  assert_equal "$(grep -c 'relaunching in 0s (restart 1 of 1)' logs/latest.log)" 2
-  run -1 grep -F "the supervisor gives up" logs/latest.log
+  assert_equal "$(grep -c 'relaunching in 0s (restart 1 of 1)' "$TRAINKIT_LOG_DIR/latest.log")" 2
+  run -1 grep -F "the supervisor gives up" "$TRAINKIT_LOG_DIR/latest.log"
 }
