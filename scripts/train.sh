@@ -139,6 +139,9 @@ tk_tmux new-session -d -s "$session" -x 220 -y 50 -e TRAINKIT_ENV_FILE="$env_fil
   "exec $(printf '%q ' "${supervisor[@]}")" 9>&- ||
   { rm -rf "$(dirname "$env_file")"; tk_die "$TK_EXIT_ERROR" "tmux could not open session $session (see its message above)" "check \`tmux ls\`, then launch again"; }
 exec 9>&-
+# Letting go leaves a moment in which another launch could take the lock before our supervisor
+# does: say "launched" only once the supervisor holds it.
+tk_runctl lock-handover --output-dir "$output_dir" --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
 tk_section "$tag" "launched in tmux session $session; log: $log"
 tk_section "$tag" "reconnect: tmux attach -t $session   |   follow: tail -f $log"
 

@@ -324,3 +324,38 @@ def test_a_node_without_rank_0_ends_completed_not_failed_when_its_processes_comp
     supervision.write_exit_record(tmp_path, 0, "l")
     status = json.loads((tmp_path / "status.json").read_text())
     assert (status["state"], status["exit_code"]) == ("completed", 0)
+
+
+def handover(out: Path, launch_id: str, timeout: float = 5.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainkit.runctl", "lock-handover", "--output-dir", str(out),
+                           "--launch-id", launch_id, "--timeout", str(timeout)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_a_launch_says_launched_only_once_its_own_supervisor_holds_the_lock(tmp_path, holders):
+    out = tmp_path / "run"
+    holders.append(hold(out, pid=os.getpid(), role="supervisor", session="a", launch_id="launch-a"))
+    assert handover(out, "launch-a").returncode == 0
+
+
+def test_a_launch_whose_lock_another_launch_took_in_the_handover_is_refused_naming_it(tmp_path, holders):
+    out = tmp_path / "run"
+    holders.append(hold(out, pid=os.getpid(), role="supervisor", session="winner", launch_id="launch-b"))
+    result = handover(out, "launch-a")
+    assert result.returncode == 1
+    assert f"❌ ERROR: a trainer is already running on {out} (tmux session winner" in result.stdout
+
+
+def test_a_supervisor_that_already_reached_its_verdict_counts_as_having_taken_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / lock.EXIT_FILE).write_text("0\nlaunch_id=launch-a\n")
+    assert handover(out, "launch-a").returncode == 0
+
+
+def test_a_supervisor_that_never_takes_the_lock_is_an_error_after_the_timeout(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    result = handover(out, "launch-a", timeout=0.3)
+    assert result.returncode == 1
+    assert "❌ ERROR: the supervisor did not take over the lock" in result.stdout

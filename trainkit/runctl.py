@@ -6,6 +6,7 @@
     python -m trainkit.runctl lock-info --output-dir DIR KEY [--live]
     python -m trainkit.runctl lock-free --output-dir DIR         # exit 1 with the owner's ERROR when held
     python -m trainkit.runctl lock-take --fd N --output-dir DIR --session S --log L --pid P [--handover-from ID]
+    python -m trainkit.runctl lock-handover --output-dir DIR --launch-id ID   # exit 0 once its supervisor holds it
     python -m trainkit.runctl config-value CONFIG KEY [DEFAULT]
     python -m trainkit.runctl output-dir --config FILE [--output-dir DIR] [-- TRAIN_ARGS]
     python -m trainkit.runctl stalled --output-dir DIR            # exit 0 when the trainer is stalled
@@ -105,6 +106,28 @@ def cmd_lock_take(args) -> int:
             protocol.error(f"cannot lock {lock.lock_path(output_dir)}: {exc}",
                            "check that the output dir is writable")
             return int(ExitCode.ERROR)
+
+
+def cmd_lock_handover(args) -> int:
+    """After the launcher let go of the lock: exit 0 once this launch's supervisor holds it (or has
+    already run to its verdict); exit 1 with the owner's ERROR when another launch took it first."""
+    output_dir = Path(args.output_dir)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        holder = lock.owner(output_dir)
+        if holder is not None and holder.get("launch_id") == args.launch_id and holder.get("role") != "launcher":
+            return 0
+        if holder is not None and holder.get("launch_id") != args.launch_id:
+            protocol.error(*lock.refusal(output_dir, holder))
+            return int(ExitCode.ERROR)
+        record = supervision.read_exit_record(output_dir)
+        if record is not None and record["launch_id"] == args.launch_id:
+            return 0
+        if time.monotonic() > deadline:
+            protocol.error(f"the supervisor did not take over the lock of {output_dir} within {args.timeout:.0f} s",
+                           "read the launch log; `tmux ls` shows whether its session is still there")
+            return int(ExitCode.ERROR)
+        time.sleep(0.05)
 
 
 def load_config_values(path: str) -> dict | None:
@@ -299,6 +322,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--log", default="")
     c.add_argument("--launch-id", default="")
     c.add_argument("--handover-seconds", type=float, default=0.0)
+    c = command("lock-handover", cmd_lock_handover)
+    c.add_argument("--launch-id", required=True)
+    c.add_argument("--timeout", type=float, default=60.0)
     c = command("config-value", cmd_config_value, output_dir=False)
     c.add_argument("config")
     c.add_argument("key")
