@@ -96,11 +96,9 @@ def resolve_model(name: str) -> str:
     """--base without an adapter: a directory here or under the repo, else a hub id."""
     from trainkit.config import looks_local
 
-    path = Path(name).expanduser()
-    if path.exists():
-        return str(path)
-    if not path.is_absolute() and (ROOT / path).exists():
-        return str(ROOT / path)
+    found = adapters.local_model_dir(name)
+    if found:
+        return found
     if looks_local(name, ROOT):
         raise TrainkitError(f"base model not found: {name}",
                             "pass --base with a model directory or hub id (`make setup` builds models/tiny-chat)")

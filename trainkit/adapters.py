@@ -95,6 +95,17 @@ def _adapter_suggestion(path: Path) -> str:
     return ADAPTER_HINT
 
 
+def local_model_dir(name: str) -> str | None:
+    """`name` as an existing path: as given, else under the repo (train.py records it as the config
+    gave it, usually relative to the repo); None when it is no path here."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if not path.is_absolute() and (ROOT / path).exists():
+        return str(ROOT / path)
+    return None
+
+
 def resolve_base(name: str | None, adapter: Adapter) -> str:
     """--base, else the base recorded in adapter_config.json, as something from_pretrained can open.
 
@@ -106,11 +117,9 @@ def resolve_base(name: str | None, adapter: Adapter) -> str:
     if not name:
         raise TrainkitError(f"{adapter.path / ADAPTER_CONFIG} does not name its base model",
                             "pass --base MODEL (the hub id or directory the adapter was trained on)")
-    path = Path(name).expanduser()
-    if path.exists():
-        return str(path)
-    if not path.is_absolute() and (ROOT / path).exists():
-        return str(ROOT / path)
+    found = local_model_dir(name)
+    if found:
+        return found
     from trainkit.config import looks_local
 
     if looks_local(name, ROOT):

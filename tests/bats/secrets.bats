@@ -27,28 +27,6 @@ teardown() {
   kill_private_tmux
 }
 
-# wait_for_file PATH — poll until PATH exists (4 minutes at most).
-wait_for_file() {
-  local i
-  for ((i = 0; i < 480; i++)); do
-    [[ -e "$1" ]] && return 0
-    sleep 0.5
-  done
-  echo "timed out waiting for $1" >&2
-  return 1
-}
-
-# wait_for_step N — poll status.json until the run reaches step N.
-wait_for_step() {
-  local i step
-  for ((i = 0; i < 480; i++)); do
-    step="$(sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$OUT/status.json" 2>/dev/null || true)"
-    [[ -n "$step" ]] && ((step >= $1)) && return 0
-    sleep 0.5
-  done
-  echo "timed out waiting for step $1" >&2
-  return 1
-}
 
 # refute_secrets_in FILE... — none of the fake values in FILE (directories are searched whole).
 refute_secrets_in() {
