@@ -102,3 +102,30 @@ def test_a_nan_on_one_rank_stops_every_rank_with_exit_3_in_bounded_time(tmp_path
     assert status["message"] == f"{seen_by_rank_0} at step 3: training diverged; last good state saved in checkpoint-2"
     saved = checkpoints.checkpoint_dirs(out)
     assert [c.step for c in saved] == [2] and checkpoints.problems(saved[0]) == []
+
+
+def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_uninterrupted_one(runs_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+
+    def launch(out: Path, **faults) -> subprocess.CompletedProcess:
+        cmd = [torchrun, "--nproc_per_node", "2", "train.py", "--config", str(SMOKE), "--output_dir", str(out),
+               "--max_steps", "6", "--save_steps", "2", "--report_to", "none"]
+        return subprocess.run(cmd, cwd=ROOT, env=base_env(**faults), capture_output=True, text=True, timeout=300)
+
+    straight = runs_dir / "ddp-straight"
+    assert launch(straight).returncode == 0
+    resumed = runs_dir / "ddp-resumed"
+    crash_once = {"TRAINKIT_FAULT_CRASH_AT_STEP": 5, "TRAINKIT_FAULT_RANK": 1,
+                  "TRAINKIT_FAULT_ONCE": runs_dir / "ddp-crash-once"}
+    first = launch(resumed, **crash_once)
+    assert first.returncode != 0 and not (resumed / "final").exists(), first.stdout[-3000:]
+    second = launch(resumed, **crash_once)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "⚠️ RESUME: Found checkpoint at step 4. Resuming training." in second.stdout
+    expected = load_file(straight / "final" / "adapter_model.safetensors")
+    got = load_file(resumed / "final" / "adapter_model.safetensors")
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "the resumed group trained other weights"
