@@ -359,3 +359,18 @@ def test_a_supervisor_that_never_takes_the_lock_is_an_error_after_the_timeout(tm
     result = handover(out, "launch-a", timeout=0.3)
     assert result.returncode == 1
     assert "❌ ERROR: the supervisor did not take over the lock" in result.stdout
+
+
+def test_a_lock_free_only_while_another_launch_hands_it_to_its_supervisor_is_still_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    # Another launch's train.sh (alive: this very process) let go to hand the lock to its supervisor.
+    lock.lock_path(out).write_text("".join(f"{k}={v}\n" for k, v in lock.describe(
+        role="launcher", session="winner", launch_id="launch-a").items()))
+    with pytest.raises(lock.LockHeld) as held:
+        lock.RunLock.acquire(out, role="launcher", session="loser", launch_id="launch-b")
+    assert held.value.info["session"] == "winner"
+    # Its own supervisor takes it over; a dead launcher hands nothing to anyone.
+    lock.RunLock.acquire(out, role="supervisor", session="winner", launch_id="launch-a").release()
+    lock.lock_path(out).write_text(f"pid={dead_pid()}\nrole=launcher\nlaunch_id=launch-a\n")
+    lock.RunLock.acquire(out, role="launcher", session="next", launch_id="launch-c").release()

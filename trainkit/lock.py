@@ -156,7 +156,20 @@ def take(fd: int, output_dir: Path | str, info: dict) -> None:
         raise ValueError(f"fd {fd} is not {lock_path(output_dir)}")
     if not _try_flock(fd, time.monotonic() + TAKE_RETRY_SECONDS):
         raise LockHeld(Path(output_dir), owner(output_dir) or read_info(output_dir))
+    previous = read_info(output_dir)
+    if handing_over(previous, info):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise LockHeld(Path(output_dir), previous)
     _write_info(fd, info)
+
+
+def handing_over(previous: dict, info: dict) -> bool:
+    """Whether another launch's train.sh let go of the lock only to hand it to its own supervisor.
+
+    tmux cannot pass the launcher's descriptor to the supervisor it starts, so between the two
+    the lock is free for a moment; a live launcher recorded there still owns the output dir."""
+    return (previous.get("role") == "launcher" and previous.get("launch_id") != info.get("launch_id")
+            and pid_alive(previous.get("pid"), previous.get("pid_start") or None))
 
 
 def same_file(fd: int, path: Path) -> bool:
