@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from trainkit import protocol
+from trainkit.lock import LOCK_FILE
 
 MARKER = ".trainkit-demo"
-LOCK = ".trainkit.lock"
+LOCK = LOCK_FILE
 TAG = "DEMO"
 
 

@@ -18,20 +18,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from trainkit.checkpoints import checkpoint_dirs
-from trainkit.status import STATUS_FILE, read_json
+from trainkit.status import STATUS_FILE
 
 LIVE_STATES = ("starting", "running", "restarting", "stalled")
 
 
-def live_owner(output_dir: Path) -> dict | None:
-    """pid/session/log of the live process training in output_dir, or None when none is."""
-    from trainkit.lock import owner, pid_alive
+def live_owner(output_dir: Path, seen=None) -> dict | None:
+    """pid/session/log of the live process training in output_dir, or None when none is.
 
-    found = owner(Path(output_dir))
-    if found:
-        return found
-    status = read_json(Path(output_dir) / STATUS_FILE) or {}
-    if status.get("state") in LIVE_STATES and pid_alive(status.get("pid"), status.get("pid_start")):
+    `seen`: a trainkit.supervision.Observation of output_dir already made (lock probe, status.json)."""
+    from trainkit import supervision
+
+    seen = seen or supervision.observe(output_dir)
+    if seen.holder:
+        return seen.holder
+    status = seen.status or {}
+    if status.get("state") in LIVE_STATES and seen.trainer_alive:
         return {"pid": int(status["pid"]), "session": None, "log": None}
     return None
 
@@ -59,7 +61,7 @@ def summarize(output_dir: Path) -> RunSummary:
     # The same verdict as check_training_status.sh: decided from the processes, not the file alone.
     seen = supervision.observe(output_dir)
     status = seen.status or {}
-    owner = live_owner(output_dir)
+    owner = live_owner(output_dir, seen)
     state = supervision.assess(seen).state or ("unknown" if not checkpoint_dirs(output_dir) else "interrupted")
     checkpoints = checkpoint_dirs(output_dir)
     last = status.get("last_checkpoint") or (str(checkpoints[0].path) if checkpoints else None)
