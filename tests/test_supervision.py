@@ -259,6 +259,9 @@ def test_a_killed_process_not_yet_reaped_is_not_alive():
         ({0: 75}, 2, 70),  # rank 1 recorded nothing: it was killed
         ({0: 75, 1: 70}, 2, 70),  # rank 1 crashed; rank 0 was stopped by torchrun
         ({0: 0, 1: 0, 2: 0, 3: 137}, 4, 70),
+        ({0: 2, 1: 70}, 2, 2),  # rank 0 calls the crash loop on a start in which rank 1 crashes again
+        ({0: 1}, 2, 1),  # an input error on rank 0; rank 1 was killed before it could record
+        ({0: 137, 1: 3}, 2, 3),
         ({}, 8, 70),
     ],
 )
@@ -276,8 +279,31 @@ def test_each_rank_records_its_exit_code_for_the_supervisor(tmp_path, monkeypatc
         record_rank_exit(code)
     assert supervision.read_rank_exits(tmp_path) == {0: 75, 1: 3}
     out = subprocess.run([sys.executable, "-m", "trainkit.runctl", "group-verdict", "--folder", str(tmp_path),
-                          "--nproc", "2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+                          "--nproc", "2", "--output-dir", str(tmp_path / "run")],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "3"
+
+
+def test_a_group_crash_counts_toward_the_crash_loop_though_rank_0_exited_as_if_stopped(tmp_path):
+    from trainkit import resume
+    from trainkit.errors import CrashLoop
+
+    out, ranks = tmp_path / "run", tmp_path / "ranks"
+    ranks.mkdir()
+    resume.record_start(out, 0, None)
+    for attempt in range(2):
+        # Rank 1 crashes before its first step; torchrun's SIGTERM makes rank 0 exit 75, a clean exit of its own.
+        resume.record_clean_exit(out)
+        (ranks / "rank-0").write_text("75")
+        (ranks / "rank-1").write_text("70")
+        verdict = subprocess.run([sys.executable, "-m", "trainkit.runctl", "group-verdict", "--folder", str(ranks),
+                                  "--nproc", "2", "--output-dir", str(out)],
+                                 cwd=REPO, capture_output=True, text=True, check=True).stdout
+        assert verdict.strip() == "70"
+        metadata = resume.record_start(out, 0, None)
+        assert metadata["resume_count"] == attempt + 1
+    with pytest.raises(CrashLoop):
+        resume.check_crash_loop(out, metadata, limit=2)
 
 
 def test_a_rank_under_torchrun_accepts_the_lock_its_own_launch_holds_and_no_other(tmp_path, holders, monkeypatch):

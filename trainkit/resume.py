@@ -4,6 +4,8 @@ Every start records the step it resumes from. Starting again from the same step
 after an unclean exit means the last attempt made no checkpointed progress; after
 `crash_loop_limit` such starts we stop (exit 2) instead of burning GPU hours. A
 clean exit (finished, or interrupted after saving) is not a crash and resets the count.
+Under torchrun rank 0 hears a peer's crash as a SIGTERM and exits as if stopped; the
+supervisor then records the group's crash here (`record_crash`), so the count still sees it.
 """
 
 from __future__ import annotations
@@ -52,4 +54,12 @@ def record_clean_exit(output_dir: Path) -> None:
     metadata = read_metadata(output_dir)
     if metadata is not None:
         metadata["clean_exit"] = True
+        write_json_atomic(output_dir / METADATA_FILE, metadata)
+
+
+def record_crash(output_dir: Path) -> None:
+    """The last start ended in a crash, whatever its own process made of it (see the module docstring)."""
+    metadata = read_metadata(output_dir)
+    if metadata is not None and metadata.get("clean_exit"):
+        metadata["clean_exit"] = False
         write_json_atomic(output_dir / METADATA_FILE, metadata)

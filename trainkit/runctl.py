@@ -12,7 +12,8 @@
     python -m trainkit.runctl stalled --output-dir DIR            # exit 0 when the trainer is stalled
     python -m trainkit.runctl progressed --output-dir DIR --launch-id ID --attempt N   # exit 0: it made a step
     python -m trainkit.runctl supervise-next --code C --failures F --max-restarts M --progressed 0|1
-    python -m trainkit.runctl group-verdict --folder RANK_EXIT_DIR --nproc N   # a torchrun group's exit code
+    python -m trainkit.runctl group-verdict --folder RANK_EXIT_DIR --nproc N --output-dir DIR
+                                            # a torchrun group's exit code; a crash is recorded for the crash-loop count
     python -m trainkit.runctl gpu-count --platform P              # processes to launch by default (GPUs; 1 off CUDA)
     python -m trainkit.runctl mark-restarting --output-dir DIR --attempt A --delay S --code C --launch-id ID
     python -m trainkit.runctl exit-record --output-dir DIR --code C --launch-id ID
@@ -197,7 +198,12 @@ def cmd_supervise_next(args) -> int:
 
 
 def cmd_group_verdict(args) -> int:
-    print(supervision.group_verdict(supervision.read_rank_exits(args.folder), args.nproc))
+    from trainkit import resume
+
+    verdict = supervision.group_verdict(supervision.read_rank_exits(args.folder), args.nproc)
+    if verdict not in supervision.FINAL_CODES:
+        resume.record_crash(Path(args.output_dir))
+    print(verdict)
     return 0
 
 
@@ -342,7 +348,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--failures", type=int, required=True)
     c.add_argument("--max-restarts", type=int, required=True)
     c.add_argument("--progressed", choices=("0", "1"), required=True)
-    c = command("group-verdict", cmd_group_verdict, output_dir=False)
+    c = command("group-verdict", cmd_group_verdict)
     c.add_argument("--folder", required=True)
     c.add_argument("--nproc", type=int, required=True)
     command("gpu-count", cmd_gpu_count, output_dir=False).add_argument("--platform", required=True)

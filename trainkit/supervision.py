@@ -234,17 +234,19 @@ def group_verdict(rank_codes: dict[int, int], nproc: int) -> int:
     """The exit code of a torchrun group, from what its ranks recorded; never torchrun's own status
     (it turns a worker's 75 or 70 into 1, which would read as an input error).
 
-    A rank that recorded nothing was killed, and a rank that crashed brings the group down with it
-    (torchrun stops the others with SIGTERM, and they record 75): both are a crash, relaunched.
-    Otherwise a rank's verdict (1, 2, 3, 0) wins over the others' 75, lowest rank first; every rank
-    at 75 is a stop."""
-    if len(rank_codes) < nproc:
-        return int(ExitCode.CRASHED)
+    A rank's decision about the whole run (1 input error, 2 crash loop, 3 diverged) wins, lowest
+    rank first, also over another rank's crash in the same attempt: rank 0 calls the crash loop
+    on a start in which rank 1 crashes again, and a relaunch would only repeat either verdict.
+    Otherwise a rank that recorded nothing was killed, and a rank that crashed brings the group
+    down with it (torchrun stops the others with SIGTERM, and they record 75): both are a crash,
+    relaunched. A rank that finished (0) wins over the others' 75; every rank at 75 is a stop."""
     codes = [rank_codes[rank] for rank in sorted(rank_codes)]
-    if any(code not in FINAL_CODES for code in codes):
+    decisions = [code for code in codes if code in (ExitCode.ERROR, ExitCode.CRASH_LOOP, ExitCode.DIVERGED)]
+    if decisions:
+        return decisions[0]
+    if len(rank_codes) < nproc or any(code not in FINAL_CODES for code in codes):
         return int(ExitCode.CRASHED)
-    verdicts = [code for code in codes if code != ExitCode.INTERRUPTED]
-    return verdicts[0] if verdicts else int(ExitCode.INTERRUPTED)
+    return int(ExitCode.OK) if ExitCode.OK in codes else int(ExitCode.INTERRUPTED)
 
 
 def attempt_progressed(output_dir: Path, launch_id: str, attempt: int) -> bool:

@@ -88,6 +88,28 @@ launch() {
   assert_file_exists "${lines[0]}/rng_state_1.pth"
 }
 
+@test "--nproc 2: a rank that crashes before its first step on every start ends in a crash loop, exit 2" {
+  export TRAINKIT_FAULT_CRASH_AT_STEP=0 TRAINKIT_FAULT_RANK=1
+  run -2 launch -- --report_to none --crash_loop_limit 1
+  log="$(launched_log "$output")"
+  assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: crash loop"
+  assert_equal "$(exit_code)" 2
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" "$log"
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 2$" "$log"
+  run -0 grep -c "relaunching" "$log"
+  assert_output 1
+  run -0 grep -F "❌ ERROR: Crash loop detected: resumed 1 times from the start" "$log"
+}
+
+@test "--nproc 2: an input error the trainer finds is exit 1 on every rank, without a relaunch" {
+  run -1 launch -- --report_to none --padding_free true
+  log="$(launched_log "$output")"
+  assert_equal "$(exit_code)" 1
+  run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 1$" "$log"
+  run -1 grep -F "relaunching" "$log"
+  run -0 grep -F "❌ ERROR: the trainer refused this configuration: ValueError: When" "$log"
+}
+
 @test "two nodes on localhost (static rendezvous): a trainer killed on node 1 relaunches both, node 0 resumes and completes" {
   [[ -d /proc/self ]] || skip "finds the ranks through /proc"
   local port node pid
