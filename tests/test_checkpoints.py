@@ -103,3 +103,53 @@ def test_save_only_model_checkpoints_are_complete_without_optimizer_or_scheduler
     assert newest_valid(tmp_path) is None, "without save_only_model the optimizer is required"
     (checkpoint.path / "trainer_state.json").unlink()
     assert problems(checkpoint, save_only_model=True) == ["trainer_state.json missing"]
+
+
+def ranks_agree(dirs):
+    """What newest_valid_on_every_rank returns on each of len(dirs) ranks, run side by side."""
+    import threading
+
+    from trainkit.checkpoints import newest_valid_on_every_rank
+
+    barrier, slots, results = threading.Barrier(len(dirs)), [None] * len(dirs), [None] * len(dirs)
+
+    def gather_for(rank):
+        def gather(value):
+            slots[rank] = value
+            barrier.wait()
+            values = list(slots)
+            barrier.wait()  # nobody writes the next round's value before everyone has read this one
+            return values
+        return gather
+
+    def run(rank):
+        results[rank] = newest_valid_on_every_rank(dirs[rank], gather_for(rank))
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(len(dirs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_ranks_whose_node_local_copies_differ_resume_from_the_newest_checkpoint_complete_on_all(tmp_path):
+    node0, node1, node2 = tmp_path / "node0", tmp_path / "node1", tmp_path / "node2"
+    for step in (2, 4, 6):
+        make_checkpoint(node0, step)
+    for step in (2, 4):
+        make_checkpoint(node1, step)
+    make_checkpoint(node1, 6)
+    _cut(node1 / "checkpoint-6" / "optimizer.pt", 0.5)  # preempted mid-save
+    for step in (2, 6):
+        make_checkpoint(node2, step)  # checkpoint-4 rotated away or never synced
+    results = ranks_agree([node0, node1, node2])
+    assert [newest.step for newest, _ in results] == [2, 2, 2]
+    assert results[0][1] == [6, 4, 6], "each rank's own newest, for the warning"
+
+
+def test_ranks_that_all_hold_the_same_checkpoints_agree_at_once_and_a_rank_with_none_means_a_fresh_start(tmp_path):
+    shared = tmp_path / "shared"
+    make_checkpoint(shared, 3)
+    assert [(newest.step, found) for newest, found in ranks_agree([shared, shared])] == [(3, [3, 3])] * 2
+    assert [newest for newest, _ in ranks_agree([shared, tmp_path / "empty"])] == [None, None]

@@ -129,3 +129,32 @@ def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_unint
     got = load_file(resumed / "final" / "adapter_model.safetensors")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected), "the resumed group trained other weights"
+
+
+AGREE_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from trainkit import checkpoints
+from trainkit.run import gather_from_every_rank
+
+root = Path(sys.argv[1])
+newest, found = checkpoints.newest_valid_on_every_rank(root / f"node{os.environ['RANK']}", gather_from_every_rank())
+(root / f"rank{os.environ['RANK']}.json").write_text(json.dumps([newest.step if newest else None, found]))
+import torch.distributed
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_two_ranks_with_different_node_local_checkpoints_agree_over_the_process_group_on_the_older(tmp_path):
+    from test_checkpoints import make_checkpoint
+
+    for step in (2, 4):
+        make_checkpoint(tmp_path / "node0", step)
+    make_checkpoint(tmp_path / "node1", 2)
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE_SCRIPT)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+                          cwd=ROOT, env=base_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert [read_json(tmp_path / f"rank{rank}.json") for rank in (0, 1)] == [[2, [4, 2]]] * 2

@@ -141,12 +141,34 @@ def problems(checkpoint: Checkpoint, save_only_model: bool = False) -> list[str]
     return found
 
 
-def newest_valid(output_dir: Path, on_skip=None, save_only_model: bool = False) -> Checkpoint | None:
-    """The newest checkpoint that passes `problems`; `on_skip(checkpoint, reasons)` hears about the rest."""
+def newest_valid(output_dir: Path, on_skip=None, save_only_model: bool = False,
+                 at_most: int | None = None) -> Checkpoint | None:
+    """The newest checkpoint that passes `problems`, of step `at_most` or earlier when given;
+    `on_skip(checkpoint, reasons)` hears about the rest."""
     for checkpoint in checkpoint_dirs(output_dir):
+        if at_most is not None and checkpoint.step > at_most:
+            continue
         reasons = problems(checkpoint, save_only_model)
         if not reasons:
             return checkpoint
         if on_skip:
             on_skip(checkpoint, reasons)
     return None
+
+
+def newest_valid_on_every_rank(output_dir: Path, gather, on_skip=None,
+                               save_only_model: bool = False) -> tuple[Checkpoint | None, list[int]]:
+    """The newest checkpoint complete on every rank, and what each rank found first.
+
+    Ranks on several nodes resume from node-local copies (`save_on_each_node`), and a node
+    preempted mid-save holds an older newest checkpoint than the others: ranks resuming from
+    different steps would train out of step and hang at the end. `gather(step)` returns every
+    rank's value (torch.distributed.all_gather_object); each round lowers the bound to the
+    oldest newest step, until every rank names the same one (a step, or -1 for none)."""
+    newest = newest_valid(output_dir, on_skip, save_only_model)
+    first = found = gather(newest.step if newest else -1)
+    while len(set(found)) > 1:
+        bound = min(found)
+        newest = None if bound < 0 else newest_valid(output_dir, None, save_only_model, at_most=bound)
+        found = gather(newest.step if newest else -1)
+    return newest, first

@@ -187,8 +187,17 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
         warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
              "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
 
-    newest = checkpoints.newest_valid(out, on_skip=skipped,
-                                      save_only_model=bool(getattr(config.sft, "save_only_model", False)))
+    save_only_model = bool(getattr(config.sft, "save_only_model", False))
+    gather = gather_from_every_rank()
+    if gather is None:
+        newest = checkpoints.newest_valid(out, on_skip=skipped, save_only_model=save_only_model)
+    else:
+        newest, found = checkpoints.newest_valid_on_every_rank(out, gather, skipped, save_only_model)
+        if len(set(found)) > 1:
+            steps = ", ".join("none" if step < 0 else str(step) for step in sorted(set(found)))
+            warn(f"the ranks' newest complete checkpoints differ (steps {steps}); every rank resumes from "
+                 f"{newest.path.name if newest else 'the start'}, the newest one complete on all of them",
+                 "a node was stopped mid-save or its copy is behind; the newer checkpoints are left in place")
     step = newest.step if newest else 0
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.
@@ -287,6 +296,23 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
+
+
+def gather_from_every_rank():
+    """Under torchrun, a function that returns one small value from every rank; else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState()  # the process group the Trainer joins later, set up now the same way
+
+    def gather(value):
+        values = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+
+    return gather
 
 
 def log_file(output_dir: Path) -> Path:
