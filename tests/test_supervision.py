@@ -89,6 +89,16 @@ def test_a_second_claim_on_a_locked_dir_is_refused_naming_the_owner_and_writes_n
     assert not (out / "status.json").exists()
 
 
+def test_an_output_dir_held_from_another_host_is_refused_with_the_multi_node_recipe(tmp_path, holders):
+    out = tmp_path / "shared"
+    holders.append(hold(out, pid=4242, session="train", host="node-0.cluster.internal"))
+    with pytest.raises(OutputDirLocked) as refused:
+        Claim().take(out)
+    assert refused.value.message == f"a trainer on host node-0.cluster.internal is already running on {out} (pid 4242)"
+    assert "node-local path and add -- --save_on_each_node true (docs/MULTI_NODE.md)" in refused.value.hint
+    assert "tmux attach" not in refused.value.hint, "that session is on another machine"
+
+
 def test_a_claim_takes_the_lock_and_marks_the_start_in_status_json(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINKIT_LAUNCH_ID", "launch-1")
     monkeypatch.setenv("TRAINKIT_ATTEMPT", "2")

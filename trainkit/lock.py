@@ -226,6 +226,13 @@ class RunLock:
 def refusal(output_dir: Path, info: dict) -> tuple[str, str]:
     """The ERROR text and hint for a start refused because `info`'s process trains `output_dir`."""
     pid, session, log = info.get("pid") or "?", info.get("session") or "", info.get("log") or ""
+    host = info.get("host") or ""
+    if host and host != socket.gethostname():
+        # A directory shared between machines: the usual case is the second node of a multi-node run.
+        return (f"a trainer on host {host} is already running on {output_dir} (pid {pid})",
+                "on a shared file system every node of a multi-node run needs its own output dir: give each "
+                "a node-local path and add -- --save_on_each_node true (docs/MULTI_NODE.md); "
+                "else pick another --output_dir")
     who = (f"tmux session {session}, " if session else "") + f"pid {pid}" + (f", log {log}" if log else "")
     message = f"a trainer is already running on {output_dir} ({who})"
     if session:
