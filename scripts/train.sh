@@ -24,7 +24,8 @@
 #   --nproc N            the same, by its torchrun name (on cpu: N gloo processes, for testing)
 #   --nnodes N           nodes in a multi-node run; each node runs this same command (docs/MULTI_NODE.md)
 #   --rdzv-endpoint H:P  node 0's address for torchrun's c10d rendezvous (with --nnodes)
-#   --node-rank R        this node's rank, when the nodes are numbered by hand
+#   --node-rank R        this node's rank, when the nodes are numbered by hand; a node other than 0
+#                        detaches right after the launch: node 0 reports the run's progress
 #   TRAIN_ARGS           extra train.py flags, e.g. -- --max_steps 2000
 #
 # Exit codes: 0 running (or finished), 1 preflight/input error or another trainer owns the
@@ -96,6 +97,8 @@ gpus="${gpus:-$(tk_runctl gpu-count --platform "$platform")}"
   tk_die "$TK_EXIT_ERROR" "--gpus and --nnodes must be whole numbers of at least 1" "e.g. --gpus 2, or --gpus 1 for one process"
 ((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
   tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
+[[ -z "$node_rank" ]] || { [[ "$node_rank" =~ ^[0-9]+$ ]] && ((node_rank < nnodes)); } ||
+  tk_die "$TK_EXIT_ERROR" "--node-rank $node_rank is not a node of --nnodes $nnodes" "number the nodes 0 to $((nnodes - 1)), node 0 at the --rdzv-endpoint"
 # The preflight's batch and memory figures are per process; it prints the effective batch for this many.
 export TRAINKIT_WORLD_SIZE=$((gpus * nnodes))
 
@@ -152,6 +155,11 @@ for ((i = 0; i + 1 < ${#train_args[@]}; i++)); do
   [[ "${train_args[i]}" != --report_to ]] || report_to="${train_args[i + 1]}"
 done
 
+if [[ -n "$node_rank" ]] && ((node_rank > 0)); then
+  # Only global rank 0, on node 0, writes status.json and the protocol: there is nothing to watch here.
+  tk_success "node $node_rank of $nnodes launched in tmux session $session; node 0 reports the run's progress"
+  exit 0
+fi
 if ((!wait_for_steps)); then
   url="$(tk_status_field "$output_dir" wandb_url)"
   if [[ -n "$url" ]]; then

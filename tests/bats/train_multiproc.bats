@@ -133,3 +133,31 @@ launch() {
   assert_file_exists "${OUT}0/final/adapter_model.safetensors"
   assert_equal "$(sed -n 's/^  "state": "\(.*\)",$/\1/p' "${OUT}1/status.json")" completed
 }
+
+@test "train.sh on two nodes (localhost, static rendezvous): node 1 detaches at once, node 0 watches, both complete" {
+  local port
+  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  export TRAINKIT_RDZV_ID="bats-train-$$"
+  node() {
+    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
+      --output-dir "$OUT$1" --session "$SESSION-node$1" --watch-steps 2 \
+      -- --report_to none --max_steps 4 --save_steps 2 --save_on_each_node true
+  }
+  run -0 node 1
+  assert_line --index "$((${#lines[@]} - 1))" "✅ SUCCESS: node 1 of 2 launched in tmux session $SESSION-node1; node 0 reports the run's progress"
+  run -0 node 0
+  assert_output --partial "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences"
+  assert_line --index "$((${#lines[@]} - 1))" --regexp "^✅ SUCCESS: training (running|complete)"
+  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.exit"
+  assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 0
+  assert_file_exists "${OUT}0/final/adapter_model.safetensors"
+  run -0 find "${OUT}1" -maxdepth 1 -name 'checkpoint-*'
+  assert_equal "${#lines[@]}" 2  # save_on_each_node: node 1 holds its own copy to resume from
+}
+
+@test "train.sh refuses a node rank outside the node count before anything starts" {
+  run -1 scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank 2 --rdzv-endpoint 127.0.0.1:29500 --output-dir "$OUT"
+  assert_line --index 0 "❌ ERROR: --node-rank 2 is not a node of --nnodes 2"
+  assert_not_exists "$OUT"
+}
