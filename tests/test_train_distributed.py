@@ -110,9 +110,9 @@ def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_unint
 
     torchrun = str(Path(sys.executable).parent / "torchrun")
 
-    def launch(out: Path, **faults) -> subprocess.CompletedProcess:
+    def launch(out: Path, report_to: str = "none", **faults) -> subprocess.CompletedProcess:
         cmd = [torchrun, "--nproc_per_node", "2", "train.py", "--config", str(SMOKE), "--output_dir", str(out),
-               "--max_steps", "6", "--save_steps", "2", "--report_to", "none"]
+               "--max_steps", "6", "--save_steps", "2", "--report_to", report_to]
         return subprocess.run(cmd, cwd=ROOT, env=base_env(**faults), capture_output=True, text=True, timeout=300)
 
     straight = runs_dir / "ddp-straight"
@@ -120,11 +120,15 @@ def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_unint
     resumed = runs_dir / "ddp-resumed"
     crash_once = {"TRAINKIT_FAULT_CRASH_AT_STEP": 5, "TRAINKIT_FAULT_RANK": 1,
                   "TRAINKIT_FAULT_ONCE": runs_dir / "ddp-crash-once"}
-    first = launch(resumed, **crash_once)
+    first = launch(resumed, "wandb", **crash_once)
     assert first.returncode != 0 and not (resumed / "final").exists(), first.stdout[-3000:]
-    second = launch(resumed, **crash_once)
+    second = launch(resumed, "wandb", **crash_once)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "⚠️ RESUME: Found checkpoint at step 4. Resuming training." in second.stdout
+    # One W&B run for the group: rank 0's, continued under the same id by the relaunch.
+    run_id = read_json(resumed / "wandb_run.json")["run_id"]
+    offline_runs = sorted(p.name for p in (resumed / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(name.endswith(f"-{run_id}") for name in offline_runs), offline_runs
     expected = load_file(straight / "final" / "adapter_model.safetensors")
     got = load_file(resumed / "final" / "adapter_model.safetensors")
     assert expected.keys() == got.keys()
