@@ -104,7 +104,8 @@ def test_a_nan_on_one_rank_stops_every_rank_with_exit_3_in_bounded_time(tmp_path
     assert [c.step for c in saved] == [2] and checkpoints.problems(saved[0]) == []
 
 
-def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_uninterrupted_one(runs_dir):
+def test_a_two_process_run_whose_rank_was_killed_mid_save_resumes_before_it_to_the_adapter_of_an_uninterrupted_one(
+        runs_dir):
     import torch
     from safetensors.torch import load_file
 
@@ -118,13 +119,17 @@ def test_a_two_process_run_crashed_and_resumed_ends_with_the_adapter_of_an_unint
     straight = runs_dir / "ddp-straight"
     assert launch(straight).returncode == 0
     resumed = runs_dir / "ddp-resumed"
-    crash_once = {"TRAINKIT_FAULT_CRASH_AT_STEP": 5, "TRAINKIT_FAULT_RANK": 1,
-                  "TRAINKIT_FAULT_ONCE": runs_dir / "ddp-crash-once"}
-    first = launch(resumed, "wandb", **crash_once)
+    # Rank 1 is killed outright while it writes checkpoint-4, after rank 0 wrote every file of its own.
+    first = launch(resumed, "wandb", TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4, TRAINKIT_FAULT_RANK=1)
     assert first.returncode != 0 and not (resumed / "final").exists(), first.stdout[-3000:]
-    second = launch(resumed, "wandb", **crash_once)
+    cut_off = checkpoints.Checkpoint(resumed / "checkpoint-4", 4)
+    assert (cut_off.path / "trainer_state.json").exists() and not (cut_off.path / "rng_state_1.pth").exists()
+    assert checkpoints.problems(cut_off) == [f"{checkpoints.INCOMPLETE_MARKER} present (killed while saving)"]
+    second = launch(resumed, "wandb")
     assert second.returncode == 0, second.stdout[-3000:]
-    assert "⚠️ RESUME: Found checkpoint at step 4. Resuming training." in second.stdout
+    assert "⚠️ WARNING: skipping incomplete checkpoint checkpoint-4" in second.stdout
+    assert "⚠️ RESUME: Found checkpoint at step 2. Resuming training." in second.stdout
+    assert checkpoints.problems(cut_off) == [], "the resumed run saved step 4 again, whole"
     # One W&B run for the group: rank 0's, continued under the same id by the relaunch.
     run_id = read_json(resumed / "wandb_run.json")["run_id"]
     offline_runs = sorted(p.name for p in (resumed / "wandb").glob("offline-run-*"))

@@ -4,7 +4,10 @@ transformers writes `checkpoint-N/` in place, `trainer_state.json` last, and its
 `get_last_checkpoint()` returns the highest number without looking inside. A kill
 mid-save leaves a directory that either crashes the resume or, worse, resumes
 silently with a fresh optimizer when `optimizer.pt`/`scheduler.pt` are missing.
-So a checkpoint counts only when every file a resume restores is complete.
+So a checkpoint counts only when every file a resume restores is complete, and
+not while it holds INCOMPLETE_MARKER: trainkit's trainer writes that file before each save and
+deletes it once every process has written its part (under torchrun the first process writes
+`trainer_state.json` without waiting for the others' RNG state).
 
 Under FSDP (accelerate's save through the Trainer) the model and optimizer may be sharded:
 `pytorch_model_fsdp_0/` and `optimizer_0/` are torch.distributed.checkpoint folders, whose

@@ -9,6 +9,8 @@
                                      (the save check refuses to write it, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
     TRAINKIT_FAULT_HANG_AT_STEP=3    hang for good at the end of step 3, signals ignored (a stuck collective)
+    TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4  SIGKILL this process while it writes checkpoint-4, after the
+                                     weights and optimizer, before its RNG state (a rank lost mid-save)
     TRAINKIT_FAULT_ONCE=/tmp/marker  the crash or hang fires only while this file is absent, and creates it
     TRAINKIT_FAULT_RANK=1            under torchrun, inject the faults above on this rank only
     TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.status)
@@ -41,6 +43,7 @@ class Faults:
     step_delay: float | None = None
     once_marker: str | None = None
     hang_at_step: int | None = None
+    kill_in_save_at_step: int | None = None
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -55,6 +58,7 @@ class Faults:
             step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
             once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
             hang_at_step=_env_number("TRAINKIT_FAULT_HANG_AT_STEP", int),
+            kill_in_save_at_step=_env_number("TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP", int),
         )
 
     def crash_now(self, step: int) -> bool:
@@ -70,6 +74,12 @@ class Faults:
             signal.signal(signum, signal.SIG_IGN)
         while True:
             time.sleep(60)
+
+    def kill_if_saving_at(self, step: int) -> None:
+        if self.kill_in_save_at_step == step and self._fire_once():
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _fire_once(self) -> bool:
         if self.once_marker:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer, get_peft_config, get_quantization_config
 
+from trainkit.checkpoints import INCOMPLETE_MARKER, PREFIX_CHECKPOINT_DIR
 from trainkit.divergence import DivergenceGuard, LossDiverged, WeightsNotFinite, gradient_norm, non_finite_parameters
 from trainkit.faults import Faults, poison_gradient
 from trainkit.signals import agree_across_ranks
@@ -76,7 +78,23 @@ class GuardedSFTTrainer(SFTTrainer):
     def _save_checkpoint(self, model, trial):
         # A checkpoint with NaN weights passes every file check and makes each resume diverge again.
         self.check_weights()
+        # Under torchrun the first process writes trainer_state.json (the last file) without waiting
+        # for the others' RNG state: a rank lost mid-save would leave a checkpoint that looks whole.
+        # So the checkpoint carries a marker until every rank has finished writing its part.
+        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / INCOMPLETE_MARKER).write_text(
+                "trainkit writes this file before a save and deletes it once every process has finished; "
+                "a checkpoint that still holds it was cut off mid-save\n", encoding="utf-8")
         super()._save_checkpoint(model, trial)
+        agree_across_ranks(True)  # every rank is past its save
+        if self.args.should_save:
+            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
+
+    def _save_rng_state(self, output_dir):
+        self.faults.kill_if_saving_at(self.state.global_step)
+        super()._save_rng_state(output_dir)
 
 
 class FiniteGradientCheck(TrainerCallback):
