@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -72,14 +73,18 @@ def test_no_checkpoint_at_all_means_a_fresh_start(tmp_path):
     assert newest_valid(tmp_path) is None
 
 
-def make_fsdp_checkpoint(root, step, ranks=2):
-    """The layout the Trainer writes under FSDP with SHARDED_STATE_DICT: two torch.distributed.checkpoint folders."""
+def make_fsdp_checkpoint(root, step):
+    """The layout the Trainer writes under FSDP with SHARDED_STATE_DICT, from one process: two
+    torch.distributed.checkpoint folders. tests/test_fsdp_checkpoint.py has the real two-process save."""
+    import torch.distributed.checkpoint as dcp
+
     path = root / f"checkpoint-{step}"
-    for folder in ("pytorch_model_fsdp_0", "optimizer_0"):
+    for folder, state in (("pytorch_model_fsdp_0", {"model": {"lora_A": torch.ones(4, 8)}}),
+                          ("optimizer_0", {"optimizer": {"state": {"lora_A": {"exp_avg": torch.ones(4, 8)}}}})):
         (path / folder).mkdir(parents=True)
-        for rank in range(ranks):
-            (path / folder / f"__{rank}_0.distcp").write_bytes(b"shard")
-        (path / folder / ".metadata").write_bytes(b"metadata")
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.save(state, storage_writer=dcp.FileSystemWriter(path / folder), no_dist=True)
     torch.save({"last_epoch": step}, path / "scheduler.pt")
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
     return Checkpoint(path, step)
@@ -91,7 +96,22 @@ def test_a_sharded_fsdp_checkpoint_is_complete_and_a_shard_cut_off_before_its_me
     (checkpoint.path / "optimizer_0" / ".metadata").unlink()
     assert problems(checkpoint) == ["optimizer_0/.metadata missing (a rank was cut off while saving its shard)"]
     shutil.rmtree(checkpoint.path / "optimizer_0")
-    assert problems(checkpoint)[0].startswith("optimizer.pt missing")
+    assert problems(checkpoint) == ["optimizer_0 missing (a resume would restart the optimizer and LR schedule)"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: _cut(p / "__0_0.distcp", 0.5), "pytorch_model_fsdp_0/__0_0.distcp is truncated"),
+        (lambda p: (p / "__0_0.distcp").unlink(), "pytorch_model_fsdp_0/__0_0.distcp missing (one rank's shard)"),
+        (lambda p: _cut(p / ".metadata", 0.5), "pytorch_model_fsdp_0/.metadata unreadable"),
+    ],
+)
+def test_a_sharded_folder_whose_metadata_names_bytes_that_are_not_on_disk_is_incomplete(tmp_path, damage, reason):
+    checkpoint = make_fsdp_checkpoint(tmp_path, 10)
+    damage(checkpoint.path / "pytorch_model_fsdp_0")
+    [found] = problems(checkpoint)
+    assert found.startswith(reason), found
 
 
 def test_save_only_model_checkpoints_are_complete_without_optimizer_or_scheduler(tmp_path):

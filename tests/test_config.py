@@ -97,6 +97,8 @@ SMOKE_TEXT = (ROOT / "configs" / "smoke.yaml").read_text()
     ("yaml_text", "message"),
     [
         (SMOKE_TEXT + "platform: gpu\n", "platform must be one of auto, h100, m4, cpu, not 'gpu'"),
+        (SMOKE_TEXT + "distributed_strategy: zero3\n",
+         "distributed_strategy must be one of auto, ddp, fsdp, not 'zero3'"),
         (SMOKE_TEXT + "loss_spike_factor: 0.5\n", "loss_spike_factor must be above 1"),
         (SMOKE_TEXT + "crash_loop_limit: 0\n", "crash_loop_limit must be at least 1"),
         (SMOKE_TEXT + "use_peft: false\n", "use_peft is false"),

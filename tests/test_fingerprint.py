@@ -63,6 +63,22 @@ def test_a_longer_run_or_another_cadence_is_safe_and_only_warns(smoke_args, flag
     assert (changes.blocking, changes.safe) == ([], [change])
 
 
+def test_a_run_saved_under_ddp_cannot_resume_under_fsdp_whose_checkpoints_hold_another_layout(smoke_args):
+    from trainkit.strategy import DDP, FSDP, Strategy
+
+    def under(name, processes):
+        config = config_module.parse(smoke_args)
+        config.strategy = Strategy(name, processes, "test")
+        return fingerprint.fingerprint(config)
+
+    changes = fingerprint.compare(under(DDP, 8), under(FSDP, 8))
+    assert changes.blocking == ["distributed_strategy: ddp -> fsdp"]
+    assert fingerprint.compare(under(DDP, 8), under(DDP, 4)) == fingerprint.Changes(), "more GPUs, same layout"
+    recorded_before_strategies = under(DDP, 8)
+    del recorded_before_strategies["defining"]["distributed_strategy"]
+    assert fingerprint.compare(recorded_before_strategies, under(FSDP, 8)) == fingerprint.Changes()
+
+
 def test_the_same_data_under_another_path_is_the_same_run(smoke_args, tmp_path):
     copy = tmp_path / "train.jsonl"
     copy.write_bytes((ROOT / "data" / "sample" / "train.jsonl").read_bytes())

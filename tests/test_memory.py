@@ -218,6 +218,72 @@ def test_qwen2_7b_in_4bit_at_batch_1_by_1024_is_plausible_on_an_m4(qwen):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Per GPU under FSDP: the model's state in shards, each process's activations whole
+
+
+def test_fsdp_splits_weights_and_lora_state_over_the_processes_and_adds_the_layers_it_gathers(llama):
+    whole = llama_estimate(llama)
+    sharded = llama_estimate(llama, shards=2)
+    # Weights: 221,267,968 bytes / 2 = 110,633,984. LoRA weights, grads and AdamW: 18,612,224 / 2 = 9,306,112.
+    assert sharded.weights == 110_633_984
+    assert sharded.lora == 9_306_112
+    # Gathered at the backward's peak: two whole decoder layers (the one computing and the one prefetched),
+    # 11,274,240 params each (see the hand-worked breakdown) x 2 bytes = 22,548,480, and the final norm + LM
+    # head, which stay gathered from the loss into the backward: 1,024 + 32,768,000 = 32,769,024 params x 2
+    # = 65,538,048. Together 2 x 22,548,480 + 65,538,048 = 110,635,008.
+    assert sharded.gathered == 110_635_008
+    # Each process still computes its own micro-batch.
+    assert (sharded.activations, sharded.logits, sharded.overhead) == (whole.activations, whole.logits,
+                                                                        whole.overhead)
+    assert whole.gathered == 0
+    assert sharded.total == whole.total - whole.weights - whole.lora + 110_633_984 + 9_306_112 + 110_635_008
+
+
+def test_a_sharded_estimate_names_the_shard_and_the_gathered_layers(llama):
+    assert llama_estimate(llama, shards=8).lines() == [
+        "weights (1/8 shard) 0.03 GB", "LoRA params+grads+AdamW (1/8 shard) 0.00 GB", "activations 0.23 GB",
+        "logits 1.03 GB", "overhead 1.50 GB", "gathered layers 0.11 GB", "total 2.9 GB"]
+
+
+def test_4bit_layers_are_gathered_packed_and_the_lm_head_in_the_model_dtype(llama):
+    sharded = llama_estimate(llama, shards=4, load_in_4bit=True)
+    # A layer's Linear weights 11,272,192 x 0.5625 = 6,340,608 bytes, its two norms 2,048 x 2 = 4,096:
+    # 6,344,704 per layer, two of them 12,689,408; the head and final norm 65,538,048 as in bf16.
+    assert sharded.gathered == 12_689_408 + 65_538_048
+
+
+def llama_70b_config() -> LlamaConfig:
+    return LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                       num_key_value_heads=8, vocab_size=128256)
+
+
+def test_a_70b_model_that_no_h100_holds_whole_fits_each_of_eight_when_sharded():
+    config = llama_70b_config()
+    estimate = estimate_training_memory(on_meta(config), config, batch_size=1, max_length=2048,
+                                        weight_dtype="bfloat16", load_in_4bit=False, lora_r=16,
+                                        lora_target_modules=SEVEN, activation_checkpointing=True)
+    # 70.55B parameters x 2 bytes = 141 GB on one GPU.
+    assert estimate.weights / GB == pytest.approx(141.1, abs=0.1)
+    sharded = estimate.with_settings(shards=8)
+    assert sharded.weights / GB == pytest.approx(141.1 / 8, abs=0.1)
+    # Two layers of 856M parameters and the 1.05B-parameter head, in bf16: 5.5 GB.
+    assert sharded.gathered / GB == pytest.approx(5.5, abs=0.1)
+    assert estimate.total > 70 * GB
+    assert sharded.total < 0.85 * 70 * GB
+
+
+def test_over_budget_on_several_processes_the_advice_includes_sharding_them(qwen):
+    estimate = qwen_h100_estimate(qwen)  # 24.3 GB on each GPU holding the whole 7B
+    finding = findings(estimate, 12, gradient_accumulation_steps=2, processes=8)
+    assert finding.level == ERROR
+    assert "distributed_strategy: fsdp" in finding.hint
+    alone = findings(estimate, 12, gradient_accumulation_steps=2)
+    assert "distributed_strategy" not in alone.hint, "one process has nothing to shard over"
+    already = findings(estimate.with_settings(shards=8), 5, gradient_accumulation_steps=2, processes=8)
+    assert "distributed_strategy" not in already.hint
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The budget check
 
 
@@ -317,3 +383,6 @@ def test_the_suggested_levers_go_least_disruptive_first(llama):
         ["max_length: 512", "max_length: 256"],
         ["load_in_4bit: true"],
     ]
+    # Sharding over several processes changes no result either; it costs the layers' all-gathers.
+    with_processes = [[text for _, text in lever] for lever in memory.memory_levers(estimate.settings, 2, 4)]
+    assert with_processes == advice[:2] + [["distributed_strategy: fsdp"]] + advice[2:]

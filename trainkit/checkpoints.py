@@ -10,9 +10,12 @@ deletes it once every process has written its part (under torchrun the first pro
 `trainer_state.json` without waiting for the others' RNG state).
 
 Under FSDP (accelerate's save through the Trainer) the model and optimizer may be sharded:
-`pytorch_model_fsdp_0/` and `optimizer_0/` are torch.distributed.checkpoint folders, whose
-`.metadata` the coordinating rank writes after every rank's `.distcp` shard; a full state dict
-is `pytorch_model_fsdp.bin` / `optimizer.bin`. With `save_only_model` the Trainer writes no
+`pytorch_model_fsdp_0/` (the adapter only, with PEFT) and `optimizer_0/` are
+torch.distributed.checkpoint folders, whose `.metadata` the coordinating rank writes after every
+rank's `__<rank>_0.distcp` shard, and which lists the byte range of every tensor in every shard;
+such a checkpoint holds no `adapter_model.safetensors`. A full state dict is
+`pytorch_model_fsdp.bin` / `optimizer.bin`. Reading `.metadata` imports torch (seconds), which
+only a checkpoint with such a folder pays. With `save_only_model` the Trainer writes no
 optimizer, scheduler or RNG state at all: such a checkpoint is complete without them (a resume
 from it restarts the optimizer, as transformers documents).
 """
@@ -86,11 +89,27 @@ def torch_file_problem(path: Path) -> str | None:
 
 
 def sharded_problem(folder: Path) -> str | None:
-    """A torch.distributed.checkpoint folder is whole once its `.metadata` is written, after every shard."""
+    """A torch.distributed.checkpoint folder is whole when its `.metadata`, written after every shard, reads,
+    and every byte range it lists is on disk: a shard copied without its end, or one rank's shard lost, is not."""
     if not (folder / DCP_METADATA).is_file() or (folder / DCP_METADATA).stat().st_size == 0:
         return f"{folder.name}/{DCP_METADATA} missing (a rank was cut off while saving its shard)"
-    if not any(folder.glob("*.distcp")):
+    try:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        storage = FileSystemReader(str(folder)).read_metadata().storage_data or {}
+    except Exception as exc:  # whatever unpickling a damaged file raises, the folder cannot be restored
+        return f"{folder.name}/{DCP_METADATA} unreadable ({exc.__class__.__name__})"
+    ends: dict[str, int] = {}
+    for item in storage.values():
+        ends[item.relative_path] = max(ends.get(item.relative_path, 0), item.offset + item.length)
+    if not ends:
         return f"{folder.name} holds no .distcp shard"
+    for name, end in sorted(ends.items()):
+        shard = folder / name
+        if not shard.is_file():
+            return f"{folder.name}/{name} missing (one rank's shard)"
+        if shard.stat().st_size < end:
+            return f"{folder.name}/{name} is truncated"
     return None
 
 
@@ -124,9 +143,13 @@ def problems(checkpoint: Checkpoint, save_only_model: bool = False) -> list[str]
     except (OSError, ValueError):
         found.append("trainer_state.json unreadable")
     adapters = [path / name for name in ADAPTER_FILES if (path / name).exists()]
+    # Under FSDP the optimizer is saved the way the model is: a folder beside a folder, a file beside a file.
+    fsdp_optimizer_name = None
     if (path / FSDP_MODEL_DIR).is_dir():
+        fsdp_optimizer_name = FSDP_OPTIMIZER_DIR
         found += [p for p in [sharded_problem(path / FSDP_MODEL_DIR)] if p]
     elif any((path / name).exists() for name in FSDP_MODEL_FILES):
+        fsdp_optimizer_name = FSDP_OPTIMIZER_FILE
         found += [p for p in (torch_file_problem(path / n) for n in FSDP_MODEL_FILES if (path / n).exists()) if p]
     elif not adapters:
         found.append("no adapter_model.safetensors")
@@ -134,6 +157,8 @@ def problems(checkpoint: Checkpoint, save_only_model: bool = False) -> list[str]
     if save_only_model:
         return found
     fsdp_optimizer = optimizer_problems(path)
+    if fsdp_optimizer is None and fsdp_optimizer_name:
+        fsdp_optimizer = [f"{fsdp_optimizer_name} missing (a resume would restart the optimizer and LR schedule)"]
     for name in TORCH_FILES:
         if name == "optimizer.pt" and fsdp_optimizer is not None:
             found += fsdp_optimizer

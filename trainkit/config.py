@@ -24,6 +24,7 @@ import yaml
 
 from trainkit.credentials import move_hub_token, refuse_secret_flags
 from trainkit.errors import ConfigError
+from trainkit.strategy import CHOICES as STRATEGIES
 
 PLATFORM_OF_DEVICE = {"cuda": "h100", "mps": "m4", "cpu": "cpu"}
 
@@ -50,6 +51,12 @@ class TrainkitArguments:
         default=0.0,
         metadata={"help": "Stop (exit 3) when a loss exceeds this multiple of its running average; 0 is off. "
                   "NaN/inf always stops."},
+    )
+    distributed_strategy: str = field(
+        default="auto",
+        metadata={"help": "How several processes hold the model: ddp (a whole copy on each GPU), fsdp (sharded over "
+                  "the GPUs, for a model that does not fit one), auto (ddp when a copy fits the memory budget).",
+                  "choices": list(STRATEGIES)},
     )
     memory_budget_gb: float | None = field(
         default=None,
@@ -103,6 +110,7 @@ class Config:
     device: str
     platform: str
     dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.dryrun)
+    strategy: object = None  # trainkit.strategy.Strategy, decided by the preflight
     sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
 
     @property
@@ -387,6 +395,11 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         # YAML values become argparse defaults, which argparse never checks against choices.
         raise ConfigError(f"platform must be one of auto, h100, m4, cpu, not {trainkit_args.platform!r}",
                           "set platform: auto to pick it from the device")
+    if trainkit_args.distributed_strategy not in STRATEGIES:
+        # As for platform: argparse does not check a YAML value against the choices.
+        raise ConfigError(f"distributed_strategy must be one of {', '.join(STRATEGIES)}, "
+                          f"not {trainkit_args.distributed_strategy!r}",
+                          "set distributed_strategy: auto to let the memory estimate decide")
     if trainkit_args.loss_spike_factor and trainkit_args.loss_spike_factor <= 1:
         raise ConfigError(
             f"loss_spike_factor must be above 1 (or 0 to turn it off), not {trainkit_args.loss_spike_factor}",

@@ -62,11 +62,16 @@ def gradient_norm(model) -> float:
 
 
 def non_finite_parameters(model) -> list[str]:
-    """Names of trainable parameters holding a NaN or inf; empty when all are finite."""
+    """Names of trainable parameters holding a NaN or inf in this process; empty when all are finite.
+
+    Under FSDP a parameter is a DTensor and this process holds one shard of it: the shard is what is checked
+    (DTensor refuses .tolist()), and the callers agree on the verdict across ranks.
+    """
     import torch
 
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not named:
         return []
-    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()
+    local = [p.to_local() if hasattr(p, "to_local") else p for _, p in named]
+    finite = torch.stack([torch.isfinite(p.detach()).all() for p in local]).tolist()
     return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]

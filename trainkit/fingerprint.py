@@ -8,7 +8,8 @@
 A resume restores the adapter, optimizer and schedule from a checkpoint; continuing it
 with another model, other data, another LoRA shape or other optimizer settings trains a
 model that matches neither config, and "already complete" would describe a run that
-never happened. Those keys block (exit 1). Keys that only change how often the run
+never happened; under another distributed strategy (DDP or FSDP) the checkpoint does not
+load at all. Those keys block (exit 1). Keys that only change how often the run
 logs, saves or evaluates, where it reports, or that let it run longer, are safe to
 change and only warn.
 """
@@ -84,6 +85,9 @@ def fingerprint(config) -> dict:
         "packing": sft.packing,
         "assistant_only_loss": sft.assistant_only_loss,
         "completion_only_loss": sft.completion_only_loss,
+        # The strategy the preflight chose: DDP and FSDP checkpoints hold the adapter and optimizer in
+        # different layouts, and neither resumes under the other (transformers raises mid-start).
+        "distributed_strategy": getattr(getattr(config, "strategy", None), "name", None),
     }
     length = {
         "max_steps": sft.max_steps,

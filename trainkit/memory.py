@@ -14,6 +14,10 @@ The model is built on the meta device (shapes only, no memory), so a 7B estimate
 The estimate models what this repo's stack does (TRL's SFTTrainer with PEFT LoRA, autocast mixed precision,
 a Llama/Qwen2/Mistral-style decoder, SDPA or flash attention) and is meant to be a little high rather than low.
 Every part is in bytes; printed sizes and budgets are in GB = 1e9 bytes.
+
+It is per GPU: under DDP every GPU holds all of it; under FSDP (`shards` = the processes, trainkit.strategy)
+the frozen weights, the LoRA weights, their gradients and AdamW's state are split over the processes, while
+each process still keeps the activations of its own micro-batch and gathers the layers it computes.
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ class Architecture:
     vocab: int
     lora_features: int  # sum of (in + out) over adapted Linears: LoRA adds r x (in + out) each
     adapted_per_layer: tuple[tuple[tuple[str, int], ...], ...]  # per decoder layer: (name, in_features) adapted
+    layer_params: int = 0  # the largest decoder layer's parameters
+    layer_quantizable_params: int = 0  # ... of which nn.Linear weights (4-bit under QLoRA)
+    tail_params: int = 0  # final norm + LM head, which FSDP keeps gathered from the loss into the backward
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Settings:
     lora_dropout: float
     fused_lm_head: bool
     triton: bool
+    shards: int = 1  # processes the model's state is split over (FSDP); 1: each GPU holds all of it
 
     @property
     def tokens(self) -> int:
@@ -121,12 +129,13 @@ class MemoryEstimate:
     activations: int
     logits: int
     overhead: int
+    gathered: int  # FSDP: whole layers gathered from their shards while they compute; 0 unsharded
     architecture: Architecture = field(repr=False)
     settings: Settings = field(repr=False)
 
     @property
     def total(self) -> int:
-        return self.weights + self.lora + self.activations + self.logits + self.overhead
+        return self.weights + self.lora + self.activations + self.logits + self.overhead + self.gathered
 
     @property
     def lora_params(self) -> int:
@@ -135,6 +144,10 @@ class MemoryEstimate:
     def lines(self) -> list[str]:
         parts = [("weights", self.weights), ("LoRA params+grads+AdamW", self.lora),
                  ("activations", self.activations), ("logits", self.logits), ("overhead", self.overhead)]
+        if self.settings.shards > 1:
+            parts[0] = (f"weights (1/{self.settings.shards} shard)", self.weights)
+            parts[1] = (f"LoRA params+grads+AdamW (1/{self.settings.shards} shard)", self.lora)
+            parts.append(("gathered layers", self.gathered))
         return [f"{name} {size / GB:.2f} GB" for name, size in parts] + [f"total {self.total / GB:.1f} GB"]
 
     def __str__(self) -> str:
@@ -148,7 +161,7 @@ class MemoryEstimate:
 def estimate_training_memory(model, model_config, *, batch_size: int, max_length: int, weight_dtype,
                              load_in_4bit: bool, lora_r: int, lora_target_modules, activation_checkpointing: bool,
                              lora_dropout: float = 0.0, fused_lm_head: bool = True,
-                             triton: bool = False) -> MemoryEstimate:
+                             triton: bool = False, shards: int = 1) -> MemoryEstimate:
     """Peak memory of LoRA SFT on `model` (built on the meta device) with its transformers `model_config`.
 
     weight_dtype is "bfloat16"/"float16"/"float32" (config.model.dtype) or a torch.dtype. lora_target_modules
@@ -156,11 +169,12 @@ def estimate_training_memory(model, model_config, *, batch_size: int, max_length
     full name or "all-linear", None is PEFT's Llama default. lora_dropout adds dropout masks. triton: TRL's
     loss runs as a Triton kernel (CUDA) rather than its torch fallback (MPS, CPU). fused_lm_head=False models
     transformers' own loss over the full fp32 logits, which TRL uses with label smoothing or a compute_loss_func.
+    shards: the processes FSDP splits the model's state over (1 without FSDP).
     """
     arch = describe(model, model_config, lora_target_modules)
     settings = Settings(batch_size=batch_size, max_length=max_length, weight_bytes=dtype_bytes(weight_dtype),
                         load_in_4bit=load_in_4bit, lora_r=lora_r, activation_checkpointing=activation_checkpointing,
-                        lora_dropout=lora_dropout, fused_lm_head=fused_lm_head, triton=triton)
+                        lora_dropout=lora_dropout, fused_lm_head=fused_lm_head, triton=triton, shards=shards)
     return estimate_from(arch, settings)
 
 
@@ -171,6 +185,7 @@ def estimate_from(arch: Architecture, settings: Settings) -> MemoryEstimate:
         activations=activation_bytes(arch, settings),
         logits=logits_bytes(arch, settings),
         overhead=FRAMEWORK_OVERHEAD_BYTES,
+        gathered=gathered_bytes(arch, settings),
         architecture=arch,
         settings=settings,
     )
@@ -200,6 +215,8 @@ def describe(model, model_config, lora_target_modules) -> Architecture:
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     adapted = {m for name, m in linears if is_lora_target(name, lora_target_modules, m is lm_head)}
     layers = decoder_layers(model, config.num_hidden_layers)
+    largest = max(layers, key=lambda layer: sum(p.numel() for p in layer.parameters()))
+    tail = {id(p): p for m in (final_norm(model, layers), lm_head) if m is not None for p in m.parameters()}
     adapted_per_layer = tuple(
         tuple((names[m].rsplit(".", 1)[-1], m.in_features) for m in layer.modules() if m in adapted)
         for layer in layers
@@ -216,6 +233,9 @@ def describe(model, model_config, lora_target_modules) -> Architecture:
         vocab=config.vocab_size,
         lora_features=sum(m.in_features + m.out_features for m in adapted),
         adapted_per_layer=adapted_per_layer,
+        layer_params=sum(p.numel() for p in largest.parameters()),
+        layer_quantizable_params=sum(m.weight.numel() for m in largest.modules() if isinstance(m, nn.Linear)),
+        tail_params=sum(p.numel() for p in tail.values()),
     )
 
 
@@ -228,6 +248,13 @@ def is_lora_target(name: str, targets, is_lm_head: bool = False) -> bool:
             return not is_lm_head
         return re.fullmatch(targets, name) is not None
     return any(name == target or name.endswith("." + target) for target in targets)
+
+
+def final_norm(model, layers):
+    """The norm after the last decoder layer (`model.model.norm` in Llama-style models), or None."""
+    inner = getattr(model, "model", None)
+    norm = getattr(inner, "norm", None) if inner is not None else None
+    return None if norm is None or any(norm is layer for layer in layers) else norm
 
 
 def decoder_layers(model, num_hidden_layers: int):
@@ -243,12 +270,31 @@ def decoder_layers(model, num_hidden_layers: int):
 # The parts
 
 
-def weight_bytes(arch: Architecture, s: Settings) -> int:
+def stored_bytes(params: int, quantizable: int, s: Settings) -> int:
+    """Bytes of `params` parameters in memory, `quantizable` of them nn.Linear weights that 4-bit packs."""
     if not s.load_in_4bit:
-        return arch.params * s.weight_bytes
+        return params * s.weight_bytes
     # Embeddings, norms, biases and the LM head stay in the model dtype; every other Linear weight is NF4.
-    packed = arch.quantizable_params * (NF4_BYTES_PER_PARAM + NF4_CONSTANT_BYTES_PER_PARAM)
-    return round(packed) + (arch.params - arch.quantizable_params) * s.weight_bytes
+    packed = quantizable * (NF4_BYTES_PER_PARAM + NF4_CONSTANT_BYTES_PER_PARAM)
+    return round(packed) + (params - quantizable) * s.weight_bytes
+
+
+def shard(total: int, s: Settings) -> int:
+    return -(-total // s.shards)
+
+
+def weight_bytes(arch: Architecture, s: Settings) -> int:
+    return shard(stored_bytes(arch.params, arch.quantizable_params, s), s)
+
+
+def gathered_bytes(arch: Architecture, s: Settings) -> int:
+    """Whole weights FSDP2 holds at its peak besides the shards, in the backward pass: the layer computing, the
+    next one it prefetches, and the final norm + LM head, which accelerate leaves gathered from the forward's
+    end to the backward's start. The LoRA weights and gradients gathered with them are left out (small)."""
+    if s.shards == 1:
+        return 0
+    layer = stored_bytes(arch.layer_params, arch.layer_quantizable_params, s)
+    return 2 * layer + arch.tail_params * s.weight_bytes
 
 
 def lora_param_bytes(s: Settings) -> int:
@@ -258,7 +304,7 @@ def lora_param_bytes(s: Settings) -> int:
 def lora_bytes(arch: Architecture, s: Settings) -> int:
     params = s.lora_r * arch.lora_features
     per_param = lora_param_bytes(s)
-    return params * (per_param + per_param + ADAMW_STATES * per_param)  # weight, grad, AdamW moments
+    return shard(params * (per_param + per_param + ADAMW_STATES * per_param), s)  # weight, grad, AdamW moments
 
 
 def activation_bytes(arch: Architecture, s: Settings) -> int:
@@ -347,12 +393,14 @@ def platform_budget_gb(platform: str, override: float | None = None) -> float | 
 
 def check_memory(estimate: MemoryEstimate, budget_gb: float | None, report, *, batch_size: int | None = None,
                  gradient_accumulation_steps: int = 1, max_length: int | None = None,
-                 activation_checkpointing: bool | None = None, load_in_4bit: bool | None = None) -> None:
+                 activation_checkpointing: bool | None = None, load_in_4bit: bool | None = None,
+                 processes: int = 1) -> None:
     """Add one finding to `report`: OK within 85 % of the budget, WARNING above, ERROR over it.
 
-    The keyword arguments are the run's current values (by default the ones the estimate was made with). A
-    warning or error names the first change that, re-estimated, brings the peak under 85 % of the budget (for
-    an error, failing that, under the budget).
+    The keyword arguments are the run's current values (by default the ones the estimate was made with);
+    `processes` train together, so an unsharded run may shard over them. A warning or error names the first
+    change that, re-estimated, brings the peak under 85 % of the budget (for an error, failing that, under
+    the budget).
     """
     current = {"batch_size": batch_size, "max_length": max_length,
                "activation_checkpointing": activation_checkpointing, "load_in_4bit": load_in_4bit}
@@ -368,7 +416,7 @@ def check_memory(estimate: MemoryEstimate, budget_gb: float | None, report, *, b
         return
     targets = [WARNING_FRACTION * budget] + ([budget] if share > 1 else [])
     for target in targets:
-        advice, fixed = suggest_fix(estimate, target, gradient_accumulation_steps)
+        advice, fixed = suggest_fix(estimate, target, gradient_accumulation_steps, processes)
         if fixed.total <= target:
             hint = f"set {', '.join(advice)} (estimated {fixed.total / GB:.1f} GB)"
             break
@@ -382,15 +430,15 @@ def check_memory(estimate: MemoryEstimate, budget_gb: float | None, report, *, b
         report.error(f"{summary}, over budget: {estimate}", hint)
 
 
-def suggest_fix(estimate: MemoryEstimate, target_bytes: float, accumulation: int = 1):
+def suggest_fix(estimate: MemoryEstimate, target_bytes: float, accumulation: int = 1, processes: int = 1):
     """(advice, re-estimate) for the first change, or stack of changes, that fits within target_bytes.
 
-    Levers go least disruptive first: checkpointing and a smaller batch leave the training result as it was,
-    a shorter max_length truncates data, 4-bit changes the weights. One lever alone is preferred; failing that,
-    they are stacked in order. When nothing fits, the advice is every lever at its strongest, and the
-    re-estimate shows how far that still is from the target.
+    Levers go least disruptive first: checkpointing, a smaller batch and sharding over the processes (FSDP)
+    leave the training result as it was, a shorter max_length truncates data, 4-bit changes the weights. One
+    lever alone is preferred; failing that, they are stacked in order. When nothing fits, the advice is every
+    lever at its strongest, and the re-estimate shows how far that still is from the target.
     """
-    levers = list(memory_levers(estimate.settings, accumulation))
+    levers = list(memory_levers(estimate.settings, accumulation, processes))
     for lever in levers:
         for changes, advice in lever:
             fixed = estimate.with_settings(**changes)
@@ -408,7 +456,7 @@ def suggest_fix(estimate: MemoryEstimate, target_bytes: float, accumulation: int
     return advices, estimate.with_settings(**applied)
 
 
-def memory_levers(s: Settings, accumulation: int):
+def memory_levers(s: Settings, accumulation: int, processes: int = 1):
     """Each lever is a list of (setting changes, advice), mildest first."""
     if not s.activation_checkpointing:
         yield [({"activation_checkpointing": True}, "activation_checkpointing: true")]
@@ -417,6 +465,9 @@ def memory_levers(s: Settings, accumulation: int):
     if smaller:
         yield [({"batch_size": b}, f"per_device_train_batch_size: {b} and gradient_accumulation_steps: "
                                    f"{effective // b} (same effective batch of {effective})") for b in smaller]
+    if s.shards == 1 and processes > 1:
+        # Sharding leaves the training result as it was, at the cost of gathering each layer as it computes.
+        yield [({"shards": processes}, "distributed_strategy: fsdp")]
     shorter = []
     length = s.max_length // 2
     while length >= MIN_SUGGESTED_MAX_LENGTH:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainkit.report import Report
+from trainkit.strategy import world_size
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES_DIR = ROOT / "configs" / "architectures"
@@ -236,7 +237,6 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     """
     report_sources(config, report)
     check_values(config, report)
-    report_effective_batch(config, report)
     check_one_process_per_gpu(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
@@ -244,33 +244,41 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
 
     check_lm_head_target(config, report)
     check_padding_free_attention(config, report)
-    if report.errors:
-        return
-    from trainkit.environment import check_model_available
+    source = model = estimate = None
+    if not report.errors:
+        from trainkit.environment import check_model_available
 
-    source = locate_model(config.model.model_name_or_path)
-    cached = source.where == "local" or source.weights_present
-    check_model_available(source.name, report, cached=cached, known=source.config_dir is not None,
-                          need_weights=training, candidates=[] if cached else known_model_names())
-    if report.errors:
-        return
-    model = build_meta_model(source, report)
+        source = locate_model(config.model.model_name_or_path)
+        cached = source.where == "local" or source.weights_present
+        check_model_available(source.name, report, cached=cached, known=source.config_dir is not None,
+                              need_weights=training, candidates=[] if cached else known_model_names())
+    reachable = source is not None and not report.errors
+    if reachable:
+        model = build_meta_model(source, report)
     if model is not None:
         check_target_modules(model, config, report)
-        check_memory_and_disk(model, source, config, report)
-    if data:
+        estimate = estimate_memory(model, config)
+    # Every run gets its strategy here, once; the trainer is built from it (config.strategy).
+    strategy = decide_strategy(config, report, estimate, training=training)
+    if estimate is not None:
+        check_memory_and_disk(estimate.with_settings(shards=strategy.shards), source, config, report)
+    if data and reachable:
         check_data(source, config, report)
 
 
-def world_size() -> int:
-    """Processes training together: torchrun's WORLD_SIZE, else what scripts/train.sh is about to launch."""
-    import os
+def decide_strategy(config, report: Report, estimate, *, training: bool = False):
+    """trainkit.strategy's verdict for this run, printed with the effective batch and stored on the config."""
+    from trainkit import strategy as strategies
+    from trainkit.memory import platform_budget_gb
 
-    for name in ("WORLD_SIZE", "TRAINKIT_WORLD_SIZE"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
+    budget = platform_budget_gb(config.platform, config.trainkit.memory_budget_gb)
+    chosen = strategies.choose(config, estimate, budget)
+    config.strategy = chosen
+    report_effective_batch(config, report, chosen)
+    strategies.check(config, chosen, report, training=training)
+    return chosen
+
+
 
 
 def cuda_device_count() -> int:
@@ -291,8 +299,9 @@ def check_one_process_per_gpu(config, report: Report) -> None:
                      "or train on one GPU with CUDA_VISIBLE_DEVICES=0")
 
 
-def report_effective_batch(config, report: Report) -> None:
-    """Sequences per optimizer step: per-device batch x processes x accumulation."""
+def report_effective_batch(config, report: Report, strategy=None) -> None:
+    """Sequences per optimizer step: per-device batch x processes x accumulation, and how the processes
+    hold the model (`strategy`, trainkit.strategy; DDP when not given)."""
     sft, processes = config.sft, world_size()
     batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
     if not (isinstance(batch, int) and isinstance(accumulation, int) and batch > 0 and accumulation > 0):
@@ -300,7 +309,10 @@ def report_effective_batch(config, report: Report) -> None:
     text = (f"effective batch: {batch} per device x {processes} process{'es' if processes > 1 else ''} x "
             f"{accumulation} accumulation = {batch * processes * accumulation} sequences per optimizer step")
     if processes > 1:
-        text += ("; each process holds the whole model (DDP), so the memory estimate is per GPU; "
+        from trainkit.strategy import DDP, Strategy
+
+        strategy = strategy or Strategy(DDP, processes, "not decided")
+        text += (f"; {strategy.summary()}, so the memory estimate is per GPU; "
                  f"to keep a 1-GPU run's batch, divide gradient_accumulation_steps by {processes}")
     report.ok(text)
 
@@ -334,24 +346,32 @@ def check_data(source: ModelSource, config, report: Report) -> None:
         check_token_lengths(view, [args.train_file, args.validation_file], report)
 
 
-def check_memory_and_disk(model, source: ModelSource, config, report: Report) -> None:
-    from trainkit.memory import check_memory, estimate_training_memory, platform_budget_gb
-    from trainkit.storage import check_run_disk, check_runpod_persistence, lora_checkpoint_bytes
+def estimate_memory(model, config):
+    """The run's peak memory on one GPU holding the whole model (trainkit.memory), from the meta-device model."""
+    from trainkit.memory import estimate_training_memory
 
-    sft, margs, targs = config.sft, config.model, config.trainkit
-    load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
-    estimate = estimate_training_memory(
+    sft, margs = config.sft, config.model
+    return estimate_training_memory(
         model, model.config,
         batch_size=sft.per_device_train_batch_size,
         max_length=sft.max_length or model.config.max_position_embeddings,
         weight_dtype=margs.dtype,
-        load_in_4bit=load_in_4bit,
+        load_in_4bit=bool(getattr(margs, "load_in_4bit", False)),
         lora_r=margs.lora_r,
         lora_target_modules=margs.lora_target_modules,
         activation_checkpointing=bool(sft.activation_checkpointing),
         lora_dropout=margs.lora_dropout,
         triton=config.device == "cuda",
     )
+
+
+def check_memory_and_disk(estimate, source: ModelSource, config, report: Report) -> None:
+    """`estimate`: the run's memory on each GPU under its strategy."""
+    from trainkit.memory import check_memory, platform_budget_gb
+    from trainkit.storage import check_run_disk, check_runpod_persistence, lora_checkpoint_bytes
+
+    sft, margs, targs = config.sft, config.model, config.trainkit
+    load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
     budget = platform_budget_gb(config.platform, targs.memory_budget_gb)
     if targs.activation_checkpointing_auto:
         from trainkit.speed import decide_activation_checkpointing
@@ -362,8 +382,9 @@ def check_memory_and_disk(model, source: ModelSource, config, report: Report) ->
                  gradient_accumulation_steps=sft.gradient_accumulation_steps,
                  max_length=sft.max_length,
                  activation_checkpointing=bool(sft.activation_checkpointing),
-                 load_in_4bit=load_in_4bit)
-    params = sum(p.numel() for p in model.parameters())
+                 load_in_4bit=load_in_4bit,
+                 processes=world_size())
+    params = estimate.architecture.params
     save_total_limit = sft.save_total_limit or max(1, (sft.max_steps or 0) // max(1, sft.save_steps or 1))
     check_run_disk(
         config.output_dir, report,

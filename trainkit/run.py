@@ -235,7 +235,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     from trainkit.faults import Faults, InjectedCrash
     from trainkit.timed_saves import TimedSaveCallback
     from trainkit.tracking import prepare_wandb
-    from trainkit.trainer import build_trainer
+    from trainkit.trainer import build_trainer, save_adapter
 
     out = config.output_dir
     main_proc = is_main_process()
@@ -286,7 +286,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
         ) from None
 
     final = out / FINAL_DIR
-    trainer.save_model(str(final))
+    save_adapter(trainer, str(final))
     if main_proc:
         state.save_to_json(str(final / "trainer_state.json"))
         resume.record_clean_exit(out)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer, get_peft_config, get_quantization_config
 
+from trainkit import strategy as strategies
 from trainkit.checkpoints import INCOMPLETE_MARKER, PREFIX_CHECKPOINT_DIR
 from trainkit.divergence import DivergenceGuard, LossDiverged, WeightsNotFinite, gradient_norm, non_finite_parameters
 from trainkit.faults import Faults, poison_gradient
@@ -115,14 +117,21 @@ class FiniteGradientCheck(TrainerCallback):
 
 
 def build_trainer(config, datasets, callbacks, faults: Faults, model=None, processing_class=None) -> GuardedSFTTrainer:
-    """`model` (an instantiated model) and `processing_class` replace loading them by name (the benchmark's)."""
+    """`model` (an instantiated model) and `processing_class` replace loading them by name (the benchmark's).
+
+    The run's distributed strategy is the preflight's (config.strategy); without a preflight, what
+    trainkit.strategy.choose says without a memory estimate.
+    """
+    strategy = getattr(config, "strategy", None) or strategies.choose(config)
+    model_args = strategies.model_arguments(config.model, strategy)
+    os.environ.update(strategies.loading_environment(strategy))
     trainer = GuardedSFTTrainer(
-        model=model if model is not None else config.model.model_name_or_path,
-        args=config.sft,
+        model=model if model is not None else model_args.model_name_or_path,
+        args=strategies.training_arguments(config.sft, strategy),
         train_dataset=datasets["train"],
         eval_dataset=datasets.get("validation"),
-        peft_config=get_peft_config(config.model),
-        quantization_config=get_quantization_config(config.model),  # QLoRA when load_in_4bit is set
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),  # QLoRA when load_in_4bit is set
         processing_class=processing_class,
     )
     trainer.faults = faults
@@ -137,3 +146,14 @@ def build_trainer(config, datasets, callbacks, faults: Faults, model=None, proce
     for callback in callbacks:
         trainer.add_callback(callback)
     return trainer
+
+
+def save_adapter(trainer, path: str) -> None:
+    """Write the adapter whole into `path` (adapter_model.safetensors), as `from_pretrained` loads it.
+
+    With sharded FSDP checkpoints Trainer.save_model writes nothing (each process's shard goes into its
+    checkpoints instead), so the final save switches to a full state dict first, as PEFT's FSDP guide does.
+    """
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(path)
