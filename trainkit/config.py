@@ -110,8 +110,8 @@ class Config:
     device: str
     platform: str
     dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.dryrun)
-    strategy: object = None  # trainkit.strategy.Strategy, decided by the preflight
     sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
+    strategy: object = None  # trainkit.strategy.Strategy, decided by the preflight
 
     @property
     def tag(self) -> str:
@@ -329,7 +329,7 @@ def parse(argv: list[str] | None = None) -> Config:
     sources = {key: f"config {config_path}" for key in values}
     sources.update({a[2:].split("=")[0]: "command line" for a in argv if a.startswith("--")})
     sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
-    return Config(trainkit_args, sft, model, device, platform, dry_run, sources)
+    return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources)
 
 
 def pop_dry_run(argv: list[str]) -> str | None:
