@@ -146,10 +146,11 @@ from pathlib import Path
 from trainkit import checkpoints
 from trainkit.run import gather_from_every_rank
 
+import torch.distributed
+torch.distributed.init_process_group("gloo")  # in train.py parsing the config (TrainingArguments) does it
 root = Path(sys.argv[1])
 newest, found = checkpoints.newest_valid_on_every_rank(root / f"node{os.environ['RANK']}", gather_from_every_rank())
 (root / f"rank{os.environ['RANK']}.json").write_text(json.dumps([newest.step if newest else None, found]))
-import torch.distributed
 torch.distributed.destroy_process_group()
 """
 

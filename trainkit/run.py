@@ -188,7 +188,7 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
              "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
 
     save_only_model = bool(getattr(config.sft, "save_only_model", False))
-    gather = gather_from_every_rank()
+    gather = gather_from_every_rank(config.sft)
     if gather is None:
         newest = checkpoints.newest_valid(out, on_skip=skipped, save_only_model=save_only_model)
     else:
@@ -298,14 +298,16 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     return ExitCode.OK
 
 
-def gather_from_every_rank():
+def gather_from_every_rank(sft=None):
     """Under torchrun, a function that returns one small value from every rank; else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     import torch.distributed as dist
-    from accelerate import PartialState
 
-    PartialState()  # the process group the Trainer joins later, set up now the same way
+    if not dist.is_initialized() and sft is not None:
+        # TrainingArguments sets up the process group (ddp_backend, ddp_timeout) when its device is first
+        # asked for, which parsing the config normally does already.
+        _ = sft.device
 
     def gather(value):
         values = [None] * dist.get_world_size()
