@@ -270,3 +270,11 @@ def test_a_model_the_hub_has_passes(capfd, tmp_path, monkeypatch):
     monkeypatch.setattr(environment, "hub_access", lambda name: ("ok", ""))
     code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", "Qwen/Qwen2.5-0.5B")
     assert (code, errors) == (0, [])
+
+
+def test_the_parsed_config_says_where_each_value_came_from_and_leaves_the_strategy_to_the_preflight(tmp_path):
+    smoke = ROOT / "configs" / "smoke.yaml"
+    parsed = config.parse(["--config", str(smoke), "--output_dir", str(tmp_path / "out"), "--max_steps", "7"])
+    assert parsed.sources["max_steps"] == "command line"
+    assert parsed.sources["learning_rate"] == f"config {smoke}"
+    assert parsed.strategy is None
