@@ -278,3 +278,41 @@ def test_the_parsed_config_says_where_each_value_came_from_and_leaves_the_strate
     assert parsed.sources["max_steps"] == "command line"
     assert parsed.sources["learning_rate"] == f"config {smoke}"
     assert parsed.strategy is None
+
+
+@pytest.mark.parametrize(("processes", "accumulation"), [(None, 8), ("2", 4), ("8", 1)])
+def test_effective_batch_size_sets_the_accumulation_for_the_processes_about_to_train(
+        tmp_path, monkeypatch, processes, accumulation):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    if processes:
+        monkeypatch.setenv("TRAINKIT_WORLD_SIZE", processes)
+    else:
+        monkeypatch.delenv("TRAINKIT_WORLD_SIZE", raising=False)
+    parsed = config.parse(["--config", str(ROOT / "configs" / "smoke.yaml"), "--output_dir", str(tmp_path),
+                           "--effective_batch_size", "32"])  # smoke.yaml: 4 per device
+    assert parsed.sft.gradient_accumulation_steps == accumulation
+    assert parsed.sources["gradient_accumulation_steps"] == "effective_batch_size"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message", "hint"),
+    [
+        (["--effective_batch_size", "40"],
+         "effective_batch_size 40 is not a multiple of 4 per device x 4 processes = 16",
+         "set per_device_train_batch_size to one of 1, 2, 5, 10"),
+        (["--effective_batch_size", "6"], "effective_batch_size 6 is not a multiple of 4 per device x 4 processes = 16",
+         "pick an effective_batch_size that is a multiple of 4"),
+        (["--effective_batch_size", "32", "--gradient_accumulation_steps", "4"],
+         "gradient_accumulation_steps 4 and effective_batch_size 32 disagree: with 16 sequences per micro-step it "
+         "must be 2", "drop --gradient_accumulation_steps"),
+        (["--effective_batch_size", "0"], "effective_batch_size must be at least 1, not 0", "effective_batch_size: 64"),
+    ],
+)
+def test_an_effective_batch_the_processes_cannot_split_evenly_is_a_config_error(tmp_path, monkeypatch, flags, message,
+                                                                                 hint):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("TRAINKIT_WORLD_SIZE", "4")
+    with pytest.raises(ConfigError) as refused:
+        config.parse(["--config", str(ROOT / "configs" / "smoke.yaml"), "--output_dir", str(tmp_path), *flags])
+    assert refused.value.message == message
+    assert hint in refused.value.hint

@@ -33,8 +33,8 @@ def test_a_run_recorded_by_no_one_has_no_changes(smoke_args):
         (["--lora_r", "16"], "lora_r: 8 -> 16"),
         (["--lora_target_modules", "q_proj", "v_proj"], "lora_target_modules: "),
         (["--lr_scheduler_type", "linear"], "lr_scheduler_type: cosine -> linear"),
-        (["--per_device_train_batch_size", "2"], "per_device_train_batch_size: 4 -> 2"),
-        (["--gradient_accumulation_steps", "2"], "gradient_accumulation_steps: 1 -> 2"),
+        (["--per_device_train_batch_size", "2"], "effective_batch_size: 4 -> 2"),
+        (["--gradient_accumulation_steps", "2"], "effective_batch_size: 4 -> 8"),
         (["--seed", "7"], "seed: 42 -> 7"),
         (["--max_length", "256"], "max_length: 512 -> 256"),
         (["--model_name_or_path", "Qwen/Qwen2.5-7B-Instruct"], "model_name_or_path: models/tiny-chat -> Qwen/"),
@@ -61,6 +61,19 @@ def test_a_change_to_what_defines_the_run_blocks_a_resume(smoke_args, flags, cha
 def test_a_longer_run_or_another_cadence_is_safe_and_only_warns(smoke_args, flags, change):
     changes = fingerprint.compare(fingerprint_of(smoke_args), fingerprint_of(smoke_args, *flags))
     assert (changes.blocking, changes.safe) == ([], [change])
+
+
+def test_a_resume_on_more_gpus_is_the_same_run_when_the_effective_batch_is_kept_and_refused_when_it_grows(
+        smoke_args, monkeypatch):
+    one_gpu = fingerprint_of(smoke_args, "--gradient_accumulation_steps", "4")
+    monkeypatch.setenv("TRAINKIT_WORLD_SIZE", "4")
+    kept = fingerprint_of(smoke_args, "--effective_batch_size", "16")
+    grown = fingerprint_of(smoke_args, "--gradient_accumulation_steps", "4")
+    assert fingerprint.compare(one_gpu, kept) == fingerprint.Changes()
+    assert fingerprint.compare(one_gpu, grown).blocking == ["effective_batch_size: 16 -> 64"]
+    # A smaller micro-batch with more accumulation trains the same sequences per step.
+    assert fingerprint.compare(kept, fingerprint_of(smoke_args, "--per_device_train_batch_size", "1",
+                                                    "--gradient_accumulation_steps", "4")) == fingerprint.Changes()
 
 
 def test_a_run_saved_under_ddp_cannot_resume_under_fsdp_whose_checkpoints_hold_another_layout(smoke_args):

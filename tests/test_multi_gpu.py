@@ -12,7 +12,8 @@ from trainkit.report import Report
 
 def config(batch: int, accumulation: int):
     return SimpleNamespace(sft=SimpleNamespace(per_device_train_batch_size=batch,
-                                               gradient_accumulation_steps=accumulation))
+                                               gradient_accumulation_steps=accumulation),
+                           trainkit=SimpleNamespace(effective_batch_size=None))
 
 
 @pytest.mark.parametrize(

@@ -54,9 +54,14 @@ class TrainkitArguments:
     )
     distributed_strategy: str = field(
         default="auto",
-        metadata={"help": "How several processes hold the model: ddp (a whole copy on each GPU), fsdp (sharded over "
-                  "the GPUs, for a model that does not fit one), auto (ddp when a copy fits the memory budget).",
+        metadata={"help": "Several GPUs: ddp (a model copy on each), fsdp (sharded over them), auto (fsdp only when "
+                  "a copy does not fit).",
                   "choices": list(STRATEGIES)},
+    )
+    effective_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Sequences per optimizer step, whatever the GPU count: sets gradient_accumulation_steps "
+                  "(unset: N GPUs train N times the batch)."},
     )
     memory_budget_gb: float | None = field(
         default=None,
@@ -325,11 +330,43 @@ def parse(argv: list[str] | None = None) -> Config:
 
     trainkit_args.activation_checkpointing_auto = trainkit_args.activation_checkpointing_auto or auto_checkpointing
     finish(trainkit_args, sft, model, device)
+    keep_effective_batch(trainkit_args, sft, {a[2:].split("=")[0] for a in argv if a.startswith("--")})
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
     sources = {key: f"config {config_path}" for key in values}
     sources.update({a[2:].split("=")[0]: "command line" for a in argv if a.startswith("--")})
     sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
+    if trainkit_args.effective_batch_size:
+        sources["gradient_accumulation_steps"] = "effective_batch_size"
     return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources)
+
+
+def keep_effective_batch(trainkit_args: TrainkitArguments, sft, command_line: set[str]) -> None:
+    """gradient_accumulation_steps from effective_batch_size, for the number of processes about to train.
+
+    It replaces the config file's gradient_accumulation_steps (a config written for one GPU keeps its batch on
+    eight); one given on the command line that disagrees is refused rather than silently replaced."""
+    from trainkit.strategy import world_size
+
+    wanted = trainkit_args.effective_batch_size
+    if wanted is None:
+        return
+    per_device, processes = sft.per_device_train_batch_size, world_size()
+    if wanted < 1 or not isinstance(per_device, int) or per_device < 1:
+        raise ConfigError(f"effective_batch_size must be at least 1, not {wanted}",
+                          "set the sequences per optimizer step, e.g. effective_batch_size: 64")
+    per_step = per_device * processes
+    if wanted % per_step:
+        fits = [d for d in range(1, wanted // processes + 1) if wanted % (d * processes) == 0]
+        hint = (f"set per_device_train_batch_size to one of {', '.join(map(str, fits[-4:]))}"
+                if fits else f"pick an effective_batch_size that is a multiple of {processes}")
+        raise ConfigError(f"effective_batch_size {wanted} is not a multiple of {per_device} per device x "
+                          f"{processes} process{'es' if processes > 1 else ''} = {per_step}", hint)
+    accumulation = wanted // per_step
+    if "gradient_accumulation_steps" in command_line and sft.gradient_accumulation_steps != accumulation:
+        raise ConfigError(f"gradient_accumulation_steps {sft.gradient_accumulation_steps} and effective_batch_size "
+                          f"{wanted} disagree: with {per_step} sequences per micro-step it must be {accumulation}",
+                          "drop --gradient_accumulation_steps: effective_batch_size sets it for the GPU count")
+    sft.gradient_accumulation_steps = accumulation
 
 
 def pop_dry_run(argv: list[str]) -> str | None:

@@ -57,6 +57,15 @@ def file_digest(path: str | None) -> str | None:
     return f"sha256:{digest.hexdigest()} ({size} bytes)"
 
 
+def effective_batch(sft) -> int | None:
+    from trainkit.strategy import world_size
+
+    batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
+    if isinstance(batch, int) and isinstance(accumulation, int):
+        return batch * accumulation * world_size()
+    return None
+
+
 def fingerprint(config) -> dict:
     sft, model, args = config.sft, config.model, config.trainkit
     targets = model.lora_target_modules
@@ -78,8 +87,10 @@ def fingerprint(config) -> dict:
         "weight_decay": sft.weight_decay,
         "optim": sft.optim,
         "max_grad_norm": sft.max_grad_norm,
-        "per_device_train_batch_size": sft.per_device_train_batch_size,
-        "gradient_accumulation_steps": sft.gradient_accumulation_steps,
+        # Sequences per optimizer step, whatever the GPU count and micro-batch: a resume on more GPUs with
+        # the accumulation divided (effective_batch_size does it) trains the same run; one that keeps the
+        # accumulation trains a larger batch under the same learning rate.
+        "effective_batch_size": effective_batch(sft),
         "seed": sft.seed,
         "max_length": sft.max_length,
         "packing": sft.packing,

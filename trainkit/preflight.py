@@ -306,14 +306,18 @@ def report_effective_batch(config, report: Report, strategy=None) -> None:
     batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
     if not (isinstance(batch, int) and isinstance(accumulation, int) and batch > 0 and accumulation > 0):
         return
+    kept = config.trainkit.effective_batch_size is not None
     text = (f"effective batch: {batch} per device x {processes} process{'es' if processes > 1 else ''} x "
-            f"{accumulation} accumulation = {batch * processes * accumulation} sequences per optimizer step")
+            f"{accumulation} accumulation = {batch * processes * accumulation} sequences per optimizer step"
+            + (" (kept by effective_batch_size)" if kept else ""))
     if processes > 1:
         from trainkit.strategy import DDP, Strategy
 
         strategy = strategy or Strategy(DDP, processes, "not decided")
-        text += (f"; {strategy.summary()}, so the memory estimate is per GPU; "
-                 f"to keep a 1-GPU run's batch, divide gradient_accumulation_steps by {processes}")
+        text += f"; {strategy.summary()}, so the memory estimate is per GPU"
+        if not kept:
+            text += (f"; to keep a 1-GPU run's batch, set effective_batch_size (or divide "
+                     f"gradient_accumulation_steps by {processes})")
     report.ok(text)
 
 
