@@ -168,3 +168,22 @@ def test_two_ranks_with_different_node_local_checkpoints_agree_over_the_process_
                           cwd=ROOT, env=base_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert [read_json(tmp_path / f"rank{rank}.json") for rank in (0, 1)] == [[2, [4, 2]]] * 2
+
+
+def test_a_run_started_on_one_process_resumes_on_two_when_effective_batch_size_keeps_its_batch(runs_dir):
+    out = runs_dir / "one-then-two"
+    common = ["train.py", "--config", str(SMOKE), "--output_dir", str(out), "--max_steps", "4", "--save_steps", "2",
+              "--report_to", "none", "--effective_batch_size", "8"]  # 4 per device: 2 steps of accumulation on one
+    first = subprocess.run([sys.executable, *common], cwd=ROOT, env=base_env(TRAINKIT_FAULT_CRASH_AT_STEP=3),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 70, first.stdout[-3000:]
+    assert read_json(out / "run_fingerprint.json")["defining"]["effective_batch_size"] == 8
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    second = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *common], cwd=ROOT, env=base_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences per optimizer step " \
+           "(kept by effective_batch_size)" in second.stdout
+    assert "⚠️ RESUME: Found checkpoint at step 2. Resuming training." in second.stdout
+    assert read_json(out / "status.json")["state"] == "completed"
+    assert (out / "final" / "adapter_model.safetensors").exists()
