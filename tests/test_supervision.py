@@ -410,3 +410,15 @@ def test_a_lock_free_only_while_another_launch_hands_it_to_its_supervisor_is_sti
     lock.RunLock.acquire(out, role="supervisor", session="winner", launch_id="launch-a").release()
     lock.lock_path(out).write_text(f"pid={dead_pid()}\nrole=launcher\nlaunch_id=launch-a\n")
     lock.RunLock.acquire(out, role="launcher", session="next", launch_id="launch-c").release()
+
+
+def test_the_watch_names_the_runs_own_error_though_torchruns_report_fills_the_log_tail(tmp_path):
+    from trainkit.runctl import last_error
+
+    log = tmp_path / "run.log"
+    report = [f"    torchrun report line {i}" for i in range(30)]
+    log.write_text("\n".join(["[PREFLIGHT] ok", "❌ ERROR: the data is bad", "  ↳ fix line 3", *report,
+                              "[TRAINING-CPU] supervisor exited 1"]) + "\n")
+    assert last_error(str(log)) == ("the data is bad", "fix line 3")
+    log.write_text("no error here\n")
+    assert last_error(str(log)) is None

@@ -192,7 +192,13 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     if gather is None:
         newest = checkpoints.newest_valid(out, on_skip=skipped, save_only_model=save_only_model)
     else:
+        from trainkit import nodes
+
+        if nodes.several_nodes():
+            nodes.check_checkpoint_layout(nodes.sees_rank_0s_file(out, gather),
+                                          bool(getattr(config.sft, "save_on_each_node", False)))
         newest, found = checkpoints.newest_valid_on_every_rank(out, gather, skipped, save_only_model)
+        nodes.check_resume_point(found, newest, out)
         if len(set(found)) > 1:
             steps = ", ".join("none" if step < 0 else str(step) for step in sorted(set(found)))
             warn(f"the ranks' newest complete checkpoints differ (steps {steps}); every rank resumes from "

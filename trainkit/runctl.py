@@ -238,6 +238,20 @@ def print_log_tail(tag: str, log: str) -> None:
         protocol._emit(f"    {line}")
 
 
+def last_error(log: str) -> tuple[str, str] | None:
+    """The run's own last `❌ ERROR:` line in the log and its hint: under torchrun the launcher's report of
+    the failed process fills the tail, and an agent reads only the final ERROR line."""
+    from trainkit.status_report import tail
+
+    lines = tail(Path(log), 400)
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("❌ ERROR: "):
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            hint = following[len(protocol.HINT_PREFIX):] if following.startswith(protocol.HINT_PREFIX) else ""
+            return lines[i][len("❌ ERROR: "):], hint
+    return None
+
+
 def cmd_watch(args) -> int:
     """One look at this launch; prints and returns its verdict, or WATCH_CONTINUE."""
     out = Path(args.output_dir)
@@ -287,7 +301,11 @@ def cmd_watch(args) -> int:
     elif code == ExitCode.INTERRUPTED:
         protocol.error("training was interrupted during the watch", "launch again to resume")
     elif code == ExitCode.ERROR:
-        protocol.error("training failed before it started (see the ERROR above)", "fix it and launch again")
+        found = last_error(args.log)
+        if found:
+            protocol.error(f"training failed before it started: {found[0]}", found[1] or "fix it and launch again")
+        else:
+            protocol.error("training failed before it started (see the ERROR above)", "fix it and launch again")
     else:
         protocol.error(f"training crashed (exit {code}) and the supervisor gave up", f"read {args.log}")
     return code

@@ -161,3 +161,22 @@ launch() {
   assert_line --index 0 "❌ ERROR: --node-rank 2 is not a node of --nnodes 2"
   assert_not_exists "$OUT"
 }
+
+@test "two nodes in output dirs of their own without save_on_each_node are refused at the start (exit 1), not after a crash" {
+  local port
+  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  export TRAINKIT_RDZV_ID="bats-apart-$$"
+  node() {
+    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
+      --output-dir "$OUT$1" --session "$SESSION-node$1" -- --report_to none --max_steps 4
+  }
+  run -0 node 1
+  run -1 node 0
+  # The run's own ERROR is the watch's verdict, though torchrun's report fills the log's tail.
+  assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: training failed before it started: the nodes train in output dirs of their own (ranks 1 do not see rank 0's), but save_on_each_node is off"
+  assert_line --index "$((${#lines[@]} - 1))" --partial "--save_on_each_node true"
+  wait_until 120 test -f "${OUT}1/.trainkit.exit"
+  assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 1
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 1
+  run -1 grep -F "relaunching" "$(ls -t "$TRAINKIT_LOG_DIR"/training_cpu_*.log | head -n 1)"
+}

@@ -1,0 +1,78 @@
+"""A multi-node run's output dir: shared by the nodes or one per node, and the checkpoints that then resume."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from trainkit import nodes
+from trainkit.errors import ConfigError
+
+
+def on_ranks(function, per_rank_args):
+    """function(*args, rank=r, gather=…) on one thread per rank, with an all-gather between them."""
+    count = len(per_rank_args)
+    barrier, slots, results = threading.Barrier(count), [None] * count, [None] * count
+
+    def gather_for(rank):
+        def gather(value):
+            slots[rank] = value
+            barrier.wait()
+            values = list(slots)
+            barrier.wait()
+            return values
+        return gather
+
+    def run(rank):
+        results[rank] = function(*per_rank_args[rank], gather=gather_for(rank), rank=rank)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_ranks_in_one_shared_directory_all_see_rank_0s_file_and_it_is_gone_afterwards(tmp_path):
+    shared = tmp_path / "shared"
+    answers = on_ranks(nodes.sees_rank_0s_file, [(shared,)] * 3)
+    assert answers == [[True, True, True]] * 3
+    assert not list(shared.glob(f"{nodes.PROBE_PREFIX}*"))
+
+
+def test_ranks_in_node_local_directories_do_not_see_rank_0s_file(tmp_path):
+    answers = on_ranks(nodes.sees_rank_0s_file, [(tmp_path / "node0",), (tmp_path / "node0",), (tmp_path / "node1",)])
+    assert answers == [[True, True, False]] * 3
+
+
+def test_a_shared_directory_with_save_on_each_node_is_refused_every_node_would_write_the_same_files():
+    with pytest.raises(ConfigError) as refused:
+        nodes.check_checkpoint_layout([True, True], save_on_each_node=True)
+    assert refused.value.message.startswith("save_on_each_node is on, but every node trains in one shared output dir")
+    nodes.check_checkpoint_layout([True, True], save_on_each_node=False)
+
+
+def test_node_local_directories_without_save_on_each_node_are_refused_only_node_0_would_hold_checkpoints():
+    with pytest.raises(ConfigError) as refused:
+        nodes.check_checkpoint_layout([True, True, False, False], save_on_each_node=False)
+    assert refused.value.message.startswith("the nodes train in output dirs of their own (ranks 2, 3 do not see")
+    assert "--save_on_each_node true" in refused.value.hint
+    nodes.check_checkpoint_layout([True, True, False, False], save_on_each_node=True)
+
+
+def test_a_node_that_holds_no_checkpoint_while_another_does_refuses_a_restart_from_step_0(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        nodes.check_resume_point([500, 500, -1, -1], None, tmp_path)
+    assert refused.value.message.startswith(f"ranks 2, 3 find no complete checkpoint in {tmp_path} while another "
+                                            "rank would resume from step 500")
+    nodes.check_resume_point([-1, -1], None, tmp_path)  # a fresh run
+    nodes.check_resume_point([500, 250], object(), tmp_path)  # an older checkpoint every rank holds
+
+
+@pytest.mark.parametrize(("world", "local", "several"), [("16", "8", True), ("8", "8", False), ("2", "", False)])
+def test_several_nodes_means_more_processes_than_this_machine_runs(monkeypatch, world, local, several):
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert nodes.several_nodes() is several
