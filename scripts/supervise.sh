@@ -19,6 +19,8 @@
 # A stop request at any moment (Ctrl-C in the pane, SIGTERM, tmux kill-session's SIGHUP) is passed
 # to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff.
 # The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
+# On node R > 0 of a multi-node run (--node-rank) the lock and verdict are DIR/.trainkit.node<R>.lock
+# and .exit, and status.json is left to node 0: the nodes may share one output dir.
 #
 # --nproc N (N > 1) or --nnodes N (> 1) runs train.py under torchrun (`python -m torch.distributed.run`,
 # --standalone on one node; across nodes a rendezvous at --rdzv-endpoint: static with --node-rank, so
@@ -68,6 +70,9 @@ done
 ((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
   tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
 tag="TRAINING-$(printf %s "$platform" | tr "[:lower:]" "[:upper:]")"
+# Node R > 0 of a multi-node run keeps its own lock and verdict, so that the nodes may share one output dir.
+node=0
+((nnodes == 1)) || [[ -z "$node_rank" ]] || node=$node_rank
 root="$(tk_repo_root)"
 cd "$root"
 python="$(tk_python "$platform")"
@@ -95,13 +100,13 @@ say() {
 
 mkdir -p "$output_dir"
 # fd 9 holds the lock while this script lives; train.py inherits it, nothing else does.
-exec 9>>"$(tk_lock_file "$output_dir")"
-if ! taken="$(tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --session "$session" --log "$log" \
-  --launch-id "$launch_id" --handover-seconds 30)"; then
+exec 9>>"$(tk_lock_file "$output_dir" "$node")"
+if ! taken="$(tk_runctl lock-take --fd 9 --output-dir "$output_dir" --node-rank "$node" --pid $$ --session "$session" \
+  --log "$log" --launch-id "$launch_id" --handover-seconds 30)"; then
   printf '%s\n' "$taken" | tee -a "$log" || true
   exit "$TK_EXIT_ERROR"
 fi
-rm -f "$(tk_exit_file "$output_dir")"
+rm -f "$(tk_exit_file "$output_dir" "$node")"
 
 child="" stop_signal="" code=0 finished=0 thermal_pid="" rank_exits=""
 # The command of one attempt: train.py itself, or torchrun with one train.py per process. Across
@@ -150,7 +155,7 @@ finish() {
     kill -TERM "$child" 2>/dev/null || true
     wait "$child" 2>/dev/null || true
   fi
-  tk_runctl exit-record --output-dir "$output_dir" --code "$code" --launch-id "$launch_id" \
+  tk_runctl exit-record --output-dir "$output_dir" --node-rank "$node" --code "$code" --launch-id "$launch_id" \
     --stopped-by "$stop_signal" 9>&- || true
   exec 9>&-
   say tk_section "$tag" "supervisor exited $code"
@@ -240,7 +245,7 @@ while [[ -z "$stop_signal" ]]; do
   fi
   failures=$value
   say tk_section "$tag" "train.py exited $code; relaunching in ${backoff}s (restart $failures of $max_restarts)"
-  tk_runctl mark-restarting --output-dir "$output_dir" --attempt $((attempt + 1)) --delay "$backoff" \
+  tk_runctl mark-restarting --output-dir "$output_dir" --node-rank "$node" --attempt $((attempt + 1)) --delay "$backoff" \
     --code "$code" --launch-id "$launch_id" 9>&- || true
   pause "$backoff"
   backoff=$((backoff * 2 > 300 ? 300 : backoff * 2))

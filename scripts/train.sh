@@ -77,6 +77,16 @@ esac
 tag="TRAINING-$(printf %s "$platform" | tr "[:lower:]" "[:upper:]")"
 root="$(tk_repo_root)"
 cd "$root"
+gpus="${gpus:-$(tk_runctl gpu-count --platform "$platform")}"
+[[ "$gpus" =~ ^[1-9][0-9]*$ && "$nnodes" =~ ^[1-9][0-9]*$ ]] ||
+  tk_die "$TK_EXIT_ERROR" "--gpus and --nnodes must be whole numbers of at least 1" "e.g. --gpus 2, or --gpus 1 for one process"
+((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
+  tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
+[[ -z "$node_rank" ]] || { [[ "$node_rank" =~ ^[0-9]+$ ]] && ((node_rank < nnodes)); } ||
+  tk_die "$TK_EXIT_ERROR" "--node-rank $node_rank is not a node of --nnodes $nnodes" "number the nodes 0 to $((nnodes - 1)), node 0 at the --rdzv-endpoint"
+# Node R > 0 of a multi-node run keeps its own lock and verdict (see supervise.sh).
+node=0
+((nnodes == 1)) || [[ -z "$node_rank" ]] || node=$node_rank
 config="${config:-$default_config}"
 [[ -f "$config" ]] || tk_die "$TK_EXIT_ERROR" "config file not found: $config" "pass --config configs/<name>.yaml"
 # The directory train.py will train: a --output_dir among TRAIN_ARGS wins, as it does for train.py.
@@ -86,19 +96,12 @@ command -v tmux >/dev/null || [[ -n "$dry_run" ]] || tk_die "$TK_EXIT_ERROR" "tm
 
 # One trainer per output dir and per session. This early look saves the preflight's time; the
 # lock itself is taken below, atomically, and kept by the supervisor.
-tk_runctl lock-free --output-dir "$output_dir" || exit "$TK_EXIT_ERROR"
+tk_runctl lock-free --output-dir "$output_dir" --node-rank "$node" || exit "$TK_EXIT_ERROR"
 if tk_session_alive "$session"; then
   tk_die "$TK_EXIT_ERROR" "tmux session $session already exists" \
     "attach with: tmux attach -t $session; or launch with --session <other-name>"
 fi
 
-gpus="${gpus:-$(tk_runctl gpu-count --platform "$platform")}"
-[[ "$gpus" =~ ^[1-9][0-9]*$ && "$nnodes" =~ ^[1-9][0-9]*$ ]] ||
-  tk_die "$TK_EXIT_ERROR" "--gpus and --nnodes must be whole numbers of at least 1" "e.g. --gpus 2, or --gpus 1 for one process"
-((nnodes == 1)) || [[ -n "$rdzv_endpoint" ]] ||
-  tk_die "$TK_EXIT_ERROR" "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (node 0's address)" "see docs/MULTI_NODE.md"
-[[ -z "$node_rank" ]] || { [[ "$node_rank" =~ ^[0-9]+$ ]] && ((node_rank < nnodes)); } ||
-  tk_die "$TK_EXIT_ERROR" "--node-rank $node_rank is not a node of --nnodes $nnodes" "number the nodes 0 to $((nnodes - 1)), node 0 at the --rdzv-endpoint"
 # The preflight's batch and memory figures are per process; it prints the effective batch for this many.
 export TRAINKIT_WORLD_SIZE=$((gpus * nnodes))
 
@@ -128,8 +131,8 @@ log="$logs_dir/${log_prefix}$(tk_timestamp).log"
 : >"$log"
 # Held from here until the supervisor takes it over (same launch id): of two launches racing for
 # one output dir, exactly one gets here.
-exec 9>>"$(tk_lock_file "$output_dir")"
-tk_runctl lock-take --fd 9 --output-dir "$output_dir" --pid $$ --role launcher --session "$session" --log "$log" \
+exec 9>>"$(tk_lock_file "$output_dir" "$node")"
+tk_runctl lock-take --fd 9 --output-dir "$output_dir" --node-rank "$node" --pid $$ --role launcher --session "$session" --log "$log" \
   --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
 ln -sfn "$(basename "$log")" "$logs_dir/latest.log"
 env_file="$(tk_forwarded_env)"
@@ -144,7 +147,7 @@ tk_tmux new-session -d -s "$session" -x 220 -y 50 -e TRAINKIT_ENV_FILE="$env_fil
 exec 9>&-
 # Letting go leaves a moment in which another launch could take the lock before our supervisor
 # does: say "launched" only once the supervisor holds it.
-tk_runctl lock-handover --output-dir "$output_dir" --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
+tk_runctl lock-handover --output-dir "$output_dir" --node-rank "$node" --launch-id "$TRAINKIT_LAUNCH_ID" || exit "$TK_EXIT_ERROR"
 tk_section "$tag" "launched in tmux session $session; log: $log"
 tk_section "$tag" "reconnect: tmux attach -t $session   |   follow: tail -f $log"
 

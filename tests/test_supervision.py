@@ -89,13 +89,13 @@ def test_a_second_claim_on_a_locked_dir_is_refused_naming_the_owner_and_writes_n
     assert not (out / "status.json").exists()
 
 
-def test_an_output_dir_held_from_another_host_is_refused_with_the_multi_node_recipe(tmp_path, holders):
+def test_an_output_dir_held_from_another_host_is_refused_naming_the_node_rank_that_shares_it(tmp_path, holders):
     out = tmp_path / "shared"
     holders.append(hold(out, pid=4242, session="train", host="node-0.cluster.internal"))
     with pytest.raises(OutputDirLocked) as refused:
         Claim().take(out)
     assert refused.value.message == f"a trainer on host node-0.cluster.internal is already running on {out} (pid 4242)"
-    assert "node-local path and add -- --save_on_each_node true (docs/MULTI_NODE.md)" in refused.value.hint
+    assert "each has its own --node-rank" in refused.value.hint
     assert "tmux attach" not in refused.value.hint, "that session is on another machine"
 
 
@@ -422,3 +422,24 @@ def test_the_watch_names_the_runs_own_error_though_torchruns_report_fills_the_lo
     assert last_error(str(log)) == ("the data is bad", "fix line 3")
     log.write_text("no error here\n")
     assert last_error(str(log)) is None
+
+
+def test_node_1_of_a_shared_output_dir_keeps_its_own_lock_and_verdict_and_leaves_status_json_to_node_0(
+        tmp_path, holders):
+    out = tmp_path / "shared"
+    holders.append(hold(out, pid=4242, session="node0", launch_id="launch-node0"))
+    (out / "status.json").write_text(json.dumps({"state": "running", "step": 7}))
+    runctl = [sys.executable, "-m", "trainkit.runctl"]
+    free = [*runctl, "lock-free", "--output-dir", str(out)]
+    assert subprocess.run(free, cwd=REPO, capture_output=True).returncode == 1
+    assert subprocess.run([*free, "--node-rank", "1"], cwd=REPO).returncode == 0
+    path = subprocess.run([*runctl, "lock-path", "--output-dir", str(out), "--node-rank", "1"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert path == str(out / ".trainkit.node1.lock")
+    for command in (["mark-restarting", "--attempt", "2", "--delay", "0", "--code", "70"],
+                    ["exit-record", "--code", "0"]):
+        subprocess.run([*runctl, *command, "--output-dir", str(out), "--node-rank", "1", "--launch-id", "launch-node1"],
+                       cwd=REPO, check=True)
+    assert json.loads((out / "status.json").read_text()) == {"state": "running", "step": 7}
+    assert supervision.read_exit_record(out, node=1)["code"] == 0
+    assert supervision.read_exit_record(out) is None

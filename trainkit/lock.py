@@ -11,6 +11,10 @@ next taker).
     take(fd, output_dir, info) -> flock an fd the caller keeps open (the supervisor's)
     RunLock.acquire(dir, info) -> what train.py holds for its lifetime
 
+In a multi-node run on one shared output dir, node 0's supervisor holds `.trainkit.lock` (its
+first process trains and reports the run) and the supervisor of node R > 0 holds
+`.trainkit.node<R>.lock` and leaves its verdict in `.trainkit.node<R>.exit` (`node=R` below).
+
 Stdlib only: the status command and the bash scripts import this without torch.
 """
 
@@ -39,8 +43,12 @@ class LockHeld(Exception):
         self.info = info
 
 
-def lock_path(output_dir: Path | str) -> Path:
-    return Path(output_dir) / LOCK_FILE
+def lock_path(output_dir: Path | str, node: int = 0) -> Path:
+    return Path(output_dir) / (LOCK_FILE if not node else f".trainkit.node{node}.lock")
+
+
+def exit_path(output_dir: Path | str, node: int = 0) -> Path:
+    return Path(output_dir) / (EXIT_FILE if not node else f".trainkit.node{node}.exit")
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -98,10 +106,10 @@ def parse_info(text: str) -> dict:
     return info
 
 
-def read_info(output_dir: Path | str) -> dict:
+def read_info(output_dir: Path | str, node: int = 0) -> dict:
     """What the lock file says about its last holder (it may no longer hold it)."""
     try:
-        return parse_info(lock_path(output_dir).read_text(encoding="utf-8"))
+        return parse_info(lock_path(output_dir, node).read_text(encoding="utf-8"))
     except OSError:
         return {}
 
@@ -117,9 +125,9 @@ def _try_flock(fd: int, deadline: float) -> bool:
             time.sleep(0.02)
 
 
-def owner(output_dir: Path | str) -> dict | None:
+def owner(output_dir: Path | str, node: int = 0) -> dict | None:
     """The live holder's info (pid, session, log, …), or None when no process holds the lock."""
-    path = lock_path(output_dir)
+    path = lock_path(output_dir, node)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -130,7 +138,7 @@ def owner(output_dir: Path | str) -> dict | None:
         except BlockingIOError:
             info = {}
             for _ in range(20):  # the holder may be rewriting its info this very moment
-                info = read_info(output_dir)
+                info = read_info(output_dir, node)
                 if info:
                     break
                 time.sleep(0.01)
@@ -147,16 +155,16 @@ def _write_info(fd: int, info: dict) -> None:
     os.write(fd, "".join(f"{k}={v}\n" for k, v in info.items()).encode())
 
 
-def take(fd: int, output_dir: Path | str, info: dict) -> None:
+def take(fd: int, output_dir: Path | str, info: dict, node: int = 0) -> None:
     """Lock `output_dir` on `fd` (an open descriptor of its lock file) and record `info`.
 
     The lock lasts while any process keeps that open file: a supervisor opens it, a short
     child takes the lock on the inherited descriptor and exits, the supervisor keeps it."""
-    if not same_file(fd, lock_path(output_dir)):
-        raise ValueError(f"fd {fd} is not {lock_path(output_dir)}")
+    if not same_file(fd, lock_path(output_dir, node)):
+        raise ValueError(f"fd {fd} is not {lock_path(output_dir, node)}")
     if not _try_flock(fd, time.monotonic() + TAKE_RETRY_SECONDS):
-        raise LockHeld(Path(output_dir), owner(output_dir) or read_info(output_dir))
-    previous = read_info(output_dir)
+        raise LockHeld(Path(output_dir), owner(output_dir, node) or read_info(output_dir, node))
+    previous = read_info(output_dir, node)
     if handing_over(previous, info):
         fcntl.flock(fd, fcntl.LOCK_UN)
         raise LockHeld(Path(output_dir), previous)
@@ -230,9 +238,8 @@ def refusal(output_dir: Path, info: dict) -> tuple[str, str]:
     if host and host != socket.gethostname():
         # A directory shared between machines: the usual case is the second node of a multi-node run.
         return (f"a trainer on host {host} is already running on {output_dir} (pid {pid})",
-                "on a shared file system every node of a multi-node run needs its own output dir: give each "
-                "a node-local path and add -- --save_on_each_node true (docs/MULTI_NODE.md); "
-                "else pick another --output_dir")
+                "nodes of one multi-node run share an output dir when each has its own --node-rank (0 for the "
+                "one at --rdzv-endpoint; docs/MULTI_NODE.md); else pick another --output_dir")
     who = (f"tmux session {session}, " if session else "") + f"pid {pid}" + (f", log {log}" if log else "")
     message = f"a trainer is already running on {output_dir} ({who})"
     if session:

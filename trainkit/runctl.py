@@ -5,6 +5,7 @@
     python -m trainkit.runctl field --output-dir DIR KEY          # one status.json value (nothing when null)
     python -m trainkit.runctl lock-info --output-dir DIR KEY [--live]
     python -m trainkit.runctl lock-free --output-dir DIR         # exit 1 with the owner's ERROR when held
+    python -m trainkit.runctl lock-path --output-dir DIR [--exit] [--node-rank R]   # the lock (or verdict) file
     python -m trainkit.runctl lock-take --fd N --output-dir DIR --session S --log L --pid P [--handover-from ID]
     python -m trainkit.runctl lock-handover --output-dir DIR --launch-id ID   # exit 0 once its supervisor holds it
     python -m trainkit.runctl config-value CONFIG KEY [DEFAULT]
@@ -20,6 +21,8 @@
     python -m trainkit.runctl is-h100-80gb NAME MEMORY_MIB        # exit 0 for an H100 80GB
     python -m trainkit.runctl watch --output-dir DIR --launch-id ID --watch-steps N --session-alive 0|1 …
 
+The lock, verdict and status commands take --node-rank R: in a multi-node run, node R > 0 keeps its
+own lock and verdict files and leaves status.json to node 0 (trainkit.lock).
 Scripts call it through tk_runctl (scripts/lib/common.sh). Exit codes are the protocol's, plus
 WATCH_CONTINUE for `watch` (no verdict yet) and the status command's own (stalled 4, dead 75).
 """
@@ -78,9 +81,14 @@ def cmd_lock_info(args) -> int:
     return print_value(info.get(args.key) or None)
 
 
+def cmd_lock_path(args) -> int:
+    print((lock.exit_path if args.exit else lock.lock_path)(args.output_dir, args.node_rank))
+    return 0
+
+
 def cmd_lock_free(args) -> int:
     """Exit 0 when no live process holds the lock; else the same ERROR a refused take prints."""
-    holder = lock.owner(args.output_dir)
+    holder = lock.owner(args.output_dir, args.node_rank)
     if holder is None:
         return 0
     protocol.error(*lock.refusal(Path(args.output_dir), holder))
@@ -93,7 +101,7 @@ def cmd_lock_take(args) -> int:
     deadline = time.monotonic() + args.handover_seconds
     while True:
         try:
-            lock.take(args.fd, output_dir, info)
+            lock.take(args.fd, output_dir, info, args.node_rank)
             return 0
         except lock.LockHeld as held:
             # The launcher holds the lock for this very launch until the supervisor has started.
@@ -104,7 +112,7 @@ def cmd_lock_take(args) -> int:
             protocol.error(*lock.refusal(output_dir, held.info))
             return int(ExitCode.ERROR)
         except (OSError, ValueError) as exc:
-            protocol.error(f"cannot lock {lock.lock_path(output_dir)}: {exc}",
+            protocol.error(f"cannot lock {lock.lock_path(output_dir, args.node_rank)}: {exc}",
                            "check that the output dir is writable")
             return int(ExitCode.ERROR)
 
@@ -115,13 +123,13 @@ def cmd_lock_handover(args) -> int:
     output_dir = Path(args.output_dir)
     deadline = time.monotonic() + args.timeout
     while True:
-        holder = lock.owner(output_dir)
+        holder = lock.owner(output_dir, args.node_rank)
         if holder is not None and holder.get("launch_id") == args.launch_id and holder.get("role") != "launcher":
             return 0
         if holder is not None and holder.get("launch_id") != args.launch_id:
             protocol.error(*lock.refusal(output_dir, holder))
             return int(ExitCode.ERROR)
-        record = supervision.read_exit_record(output_dir)
+        record = supervision.read_exit_record(output_dir, args.node_rank)
         if record is not None and record["launch_id"] == args.launch_id:
             return 0
         if time.monotonic() > deadline:
@@ -215,12 +223,14 @@ def cmd_gpu_count(args) -> int:
 
 
 def cmd_mark_restarting(args) -> int:
+    if args.node_rank:
+        return 0  # status.json is node 0's to write (trainkit.lock: a shared output dir)
     supervision.mark_restarting(Path(args.output_dir), args.attempt, args.delay, args.code, args.launch_id)
     return 0
 
 
 def cmd_exit_record(args) -> int:
-    supervision.write_exit_record(Path(args.output_dir), args.code, args.launch_id, args.stopped_by)
+    supervision.write_exit_record(Path(args.output_dir), args.code, args.launch_id, args.stopped_by, args.node_rank)
     return 0
 
 
@@ -315,11 +325,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainkit.runctl", allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name, func, output_dir=True):
+    def command(name, func, output_dir=True, node_rank=False):
         c = sub.add_parser(name, allow_abbrev=False)
         c.set_defaults(func=func)
         if output_dir:
             c.add_argument("--output-dir", required=True)
+        if node_rank:
+            # A node other than 0 of a multi-node run keeps its own lock and verdict (trainkit.lock).
+            c.add_argument("--node-rank", type=int, default=0)
         return c
 
     c = command("status", cmd_status)
@@ -337,8 +350,9 @@ def parser() -> argparse.ArgumentParser:
     c = command("lock-info", cmd_lock_info)
     c.add_argument("key")
     c.add_argument("--live", action="store_true")
-    command("lock-free", cmd_lock_free)
-    c = command("lock-take", cmd_lock_take)
+    command("lock-free", cmd_lock_free, node_rank=True)
+    command("lock-path", cmd_lock_path, node_rank=True).add_argument("--exit", action="store_true")
+    c = command("lock-take", cmd_lock_take, node_rank=True)
     c.add_argument("--fd", type=int, required=True)
     c.add_argument("--pid", required=True)
     c.add_argument("--role", default="supervisor")
@@ -346,7 +360,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--log", default="")
     c.add_argument("--launch-id", default="")
     c.add_argument("--handover-seconds", type=float, default=0.0)
-    c = command("lock-handover", cmd_lock_handover)
+    c = command("lock-handover", cmd_lock_handover, node_rank=True)
     c.add_argument("--launch-id", required=True)
     c.add_argument("--timeout", type=float, default=60.0)
     c = command("config-value", cmd_config_value, output_dir=False)
@@ -370,12 +384,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--folder", required=True)
     c.add_argument("--nproc", type=int, required=True)
     command("gpu-count", cmd_gpu_count, output_dir=False).add_argument("--platform", required=True)
-    c = command("mark-restarting", cmd_mark_restarting)
+    c = command("mark-restarting", cmd_mark_restarting, node_rank=True)
     c.add_argument("--attempt", type=int, required=True)
     c.add_argument("--delay", type=float, required=True)
     c.add_argument("--code", type=int, required=True)
     c.add_argument("--launch-id", required=True)
-    c = command("exit-record", cmd_exit_record)
+    c = command("exit-record", cmd_exit_record, node_rank=True)
     c.add_argument("--code", type=int, required=True)
     c.add_argument("--launch-id", default="")
     c.add_argument("--stopped-by", default="")

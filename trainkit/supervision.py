@@ -50,9 +50,9 @@ def timestamp(value) -> float | None:
         return None
 
 
-def read_exit_record(output_dir: Path) -> dict | None:
+def read_exit_record(output_dir: Path, node: int = 0) -> dict | None:
     """The supervisor's verdict file: its exit code, the launch it ended, and the file's mtime."""
-    path = output_dir / lock.EXIT_FILE
+    path = lock.exit_path(output_dir, node)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
         mtime = path.stat().st_mtime
@@ -64,12 +64,15 @@ def read_exit_record(output_dir: Path) -> dict | None:
     return {"code": int(lines[0]), "launch_id": fields.get("launch_id", ""), "mtime": mtime}
 
 
-def write_exit_record(output_dir: Path, code: int, launch_id: str, stopped_by: str = "") -> None:
+def write_exit_record(output_dir: Path, code: int, launch_id: str, stopped_by: str = "", node: int = 0) -> None:
     """The supervisor's last word. When it ends during its own backoff (status.json still says
-    `restarting`, which only it writes), status.json gets the verdict too."""
+    `restarting`, which only it writes), status.json gets the verdict too; on a node other than 0
+    status.json is left alone (in a shared output dir it is the run's, which node 0 reports)."""
     from trainkit.status import now_iso, write_json_atomic, write_text_atomic
 
-    write_text_atomic(output_dir / lock.EXIT_FILE, f"{code}\nlaunch_id={launch_id}\n")
+    write_text_atomic(lock.exit_path(output_dir, node), f"{code}\nlaunch_id={launch_id}\n")
+    if node:
+        return
     path = output_dir / STATUS_FILE
     status = read_json(path)
     if isinstance(status, dict) and status.get("state") == "restarting":

@@ -125,13 +125,15 @@ launch() {
   for pid in $(pgrep -f "train.py --config configs/smoke.yaml --output_dir ${OUT}1"); do
     ! tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "RANK=1" || kill -KILL "$pid"
   done
-  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.exit"
+  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.node1.exit"
   assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 0
-  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.node1.exit")" 0
   run -0 grep -E "^\[TRAINING-CPU\] torchrun exited [0-9]+; its processes' verdict: 70$" "$BATS_TEST_TMPDIR/node1.log"
   run -0 grep -E '^⚠️ RESUME: Found checkpoint at step (2|4)\. Resuming training\.$' "$BATS_TEST_TMPDIR/node0.log"
   assert_file_exists "${OUT}0/final/adapter_model.safetensors"
-  assert_equal "$(sed -n 's/^  "state": "\(.*\)",$/\1/p' "${OUT}1/status.json")" completed
+  # status.json is node 0's to write: node 1's supervisor keeps to its own verdict file.
+  assert_not_exists "${OUT}1/status.json"
+  assert_not_exists "${OUT}1/.trainkit.lock"
 }
 
 @test "train.sh on two nodes (localhost, static rendezvous): node 1 detaches at once, node 0 watches, both complete" {
@@ -148,9 +150,9 @@ launch() {
   run -0 node 0
   assert_output --partial "effective batch: 4 per device x 2 processes x 1 accumulation = 8 sequences"
   assert_line --index "$((${#lines[@]} - 1))" --regexp "^✅ SUCCESS: training (running|complete)"
-  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.exit"
+  wait_until 240 test -f "${OUT}0/.trainkit.exit" -a -f "${OUT}1/.trainkit.node1.exit"
   assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 0
-  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.node1.exit")" 0
   assert_file_exists "${OUT}0/final/adapter_model.safetensors"
   run -0 find "${OUT}1" -maxdepth 1 -name 'checkpoint-*'
   assert_equal "${#lines[@]}" 2  # save_on_each_node: node 1 holds its own copy to resume from
@@ -175,8 +177,29 @@ launch() {
   # The run's own ERROR is the watch's verdict, though torchrun's report fills the log's tail.
   assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: training failed before it started: the nodes train in output dirs of their own (ranks 1 do not see rank 0's), but save_on_each_node is off"
   assert_line --index "$((${#lines[@]} - 1))" --partial "--save_on_each_node true"
-  wait_until 120 test -f "${OUT}1/.trainkit.exit"
+  wait_until 120 test -f "${OUT}1/.trainkit.node1.exit"
   assert_equal "$(head -n 1 "${OUT}0/.trainkit.exit")" 1
-  assert_equal "$(head -n 1 "${OUT}1/.trainkit.exit")" 1
+  assert_equal "$(head -n 1 "${OUT}1/.trainkit.node1.exit")" 1
   run -1 grep -F "relaunching" "$(ls -t "$TRAINKIT_LOG_DIR"/training_cpu_*.log | head -n 1)"
+}
+
+@test "two nodes sharing one output dir: each node's supervisor holds its own lock, a crash on node 1 resumes both from the shared checkpoint" {
+  local port
+  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  export TRAINKIT_RDZV_ID="bats-shared-$$" TRAINKIT_FAULT_STEP_DELAY=0.2
+  export TRAINKIT_FAULT_CRASH_AT_STEP=3 TRAINKIT_FAULT_RANK=1 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/crashed-once"
+  node() {
+    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
+      --output-dir "$OUT" --session "$SESSION-node$1" --no-wait -- --report_to none --max_steps 6 --save_steps 2
+  }
+  run -0 node 1
+  run -0 node 0
+  wait_until 300 test -f "$OUT/.trainkit.exit" -a -f "$OUT/.trainkit.node1.exit"
+  assert_equal "$(head -n 1 "$OUT/.trainkit.exit")" 0
+  assert_equal "$(head -n 1 "$OUT/.trainkit.node1.exit")" 0
+  run -0 grep -hE '^⚠️ RESUME: Found checkpoint at step 2\. Resuming training\.$' "$TRAINKIT_LOG_DIR"/training_cpu_*.log
+  run -0 grep -hF "relaunching" "$TRAINKIT_LOG_DIR"/training_cpu_*.log
+  assert_equal "${#lines[@]}" 2  # each node's supervisor relaunched once
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+  assert_equal "$(sed -n 's/^  "state": "\(.*\)",$/\1/p' "$OUT/status.json")" completed
 }
