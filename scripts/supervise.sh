@@ -221,7 +221,8 @@ while [[ -z "$stop_signal" ]]; do
   child=""
   if [[ -n "$rank_exits" ]]; then
     launcher_code=$code
-    code="$(tk_runctl group-verdict --folder "$rank_exits" --nproc "$nproc" --output-dir "$output_dir" 9>&-)" ||
+    code="$(tk_runctl group-verdict --folder "$rank_exits" --nproc "$nproc" --output-dir "$output_dir" \
+      --node-rank "$node" 9>&-)" ||
       code=$TK_EXIT_CRASHED
     say tk_section "$tag" "torchrun exited $launcher_code; its processes' verdict: $code"
   fi

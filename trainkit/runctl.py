@@ -209,7 +209,7 @@ def cmd_group_verdict(args) -> int:
     from trainkit import resume
 
     verdict = supervision.group_verdict(supervision.read_rank_exits(args.folder), args.nproc)
-    if verdict not in supervision.FINAL_CODES:
+    if verdict not in supervision.FINAL_CODES and not args.node_rank:
         resume.record_crash(Path(args.output_dir))
     print(verdict)
     return 0
@@ -380,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--failures", type=int, required=True)
     c.add_argument("--max-restarts", type=int, required=True)
     c.add_argument("--progressed", choices=("0", "1"), required=True)
-    c = command("group-verdict", cmd_group_verdict)
+    c = command("group-verdict", cmd_group_verdict, node_rank=True)
     c.add_argument("--folder", required=True)
     c.add_argument("--nproc", type=int, required=True)
     command("gpu-count", cmd_gpu_count, output_dir=False).add_argument("--platform", required=True)
