@@ -125,6 +125,33 @@ def step_losses(output_dir: Path) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
 
 
+def on_ranks(count: int, call) -> list:
+    """call(rank, gather) for `count` ranks side by side on threads, where gather(value) returns every
+    rank's value (all_gather_object's contract); the results in rank order."""
+    import threading
+
+    barrier, slots, results = threading.Barrier(count), [None] * count, [None] * count
+
+    def gather_for(rank):
+        def gather(value):
+            slots[rank] = value
+            barrier.wait()
+            values = list(slots)
+            barrier.wait()  # nobody writes the next round's value before everyone has read this one
+            return values
+        return gather
+
+    def run(rank):
+        results[rank] = call(rank, gather_for(rank))
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
 def load_script(name: str):
     """A scripts/<name>.py CLI as a module, to call its main(argv) in-process."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")

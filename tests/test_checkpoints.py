@@ -127,30 +127,10 @@ def test_save_only_model_checkpoints_are_complete_without_optimizer_or_scheduler
 
 def ranks_agree(dirs):
     """What newest_valid_on_every_rank returns on each of len(dirs) ranks, run side by side."""
-    import threading
-
+    from conftest import on_ranks
     from trainkit.checkpoints import newest_valid_on_every_rank
 
-    barrier, slots, results = threading.Barrier(len(dirs)), [None] * len(dirs), [None] * len(dirs)
-
-    def gather_for(rank):
-        def gather(value):
-            slots[rank] = value
-            barrier.wait()
-            values = list(slots)
-            barrier.wait()  # nobody writes the next round's value before everyone has read this one
-            return values
-        return gather
-
-    def run(rank):
-        results[rank] = newest_valid_on_every_rank(dirs[rank], gather_for(rank))
-
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(len(dirs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+    return on_ranks(len(dirs), lambda rank, gather: newest_valid_on_every_rank(dirs[rank], gather))
 
 
 def test_ranks_whose_node_local_copies_differ_resume_from_the_newest_checkpoint_complete_on_all(tmp_path):

@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
+from conftest import on_ranks
 from trainkit import nodes
 from trainkit.errors import ConfigError
 
 
-def on_ranks(function, per_rank_args):
-    """function(*args, rank=r, gather=…) on one thread per rank, with an all-gather between them."""
-    count = len(per_rank_args)
-    barrier, slots, results = threading.Barrier(count), [None] * count, [None] * count
-
-    def gather_for(rank):
-        def gather(value):
-            slots[rank] = value
-            barrier.wait()
-            values = list(slots)
-            barrier.wait()
-            return values
-        return gather
-
-    def run(rank):
-        results[rank] = function(*per_rank_args[rank], gather=gather_for(rank), rank=rank)
-
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+def sees(dirs):
+    return on_ranks(len(dirs), lambda rank, gather: nodes.sees_rank_0s_file(dirs[rank], gather, rank=rank))
 
 
 def test_ranks_in_one_shared_directory_all_see_rank_0s_file_and_it_is_gone_afterwards(tmp_path):
     shared = tmp_path / "shared"
-    answers = on_ranks(nodes.sees_rank_0s_file, [(shared,)] * 3)
+    answers = sees([shared] * 3)
     assert answers == [[True, True, True]] * 3
     assert not list(shared.glob(f"{nodes.PROBE_PREFIX}*"))
 
 
 def test_ranks_in_node_local_directories_do_not_see_rank_0s_file(tmp_path):
-    answers = on_ranks(nodes.sees_rank_0s_file, [(tmp_path / "node0",), (tmp_path / "node0",), (tmp_path / "node1",)])
+    answers = sees([tmp_path / "node0", tmp_path / "node0", tmp_path / "node1"])
     assert answers == [[True, True, False]] * 3
 
 

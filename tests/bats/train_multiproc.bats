@@ -51,6 +51,19 @@ worker_of_rank() {
   return 1
 }
 
+# free_port — a TCP port on localhost nobody listens on now, for a rendezvous.
+free_port() {
+  "$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# launch_node RANK DIR [TRAIN_SH_ARGS...] [-- TRAIN_ARGS...] — train.sh as node RANK of 2 on localhost ($port).
+launch_node() {
+  local rank=$1 dir=$2
+  shift 2
+  scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$rank" --rdzv-endpoint "127.0.0.1:$port" \
+    --output-dir "$dir" --session "$SESSION-node$rank" "$@"
+}
+
 exit_code() { head -n 1 "$OUT/.trainkit.exit"; }
 
 launch() {
@@ -113,7 +126,7 @@ launch() {
 @test "two nodes on localhost (static rendezvous): a trainer killed on node 1 relaunches both, node 0 resumes and completes" {
   [[ -d /proc/self ]] || skip "finds the ranks through /proc"
   local port node pid
-  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   export TRAINKIT_FAULT_STEP_DELAY=0.3 TRAINKIT_RDZV_ID="bats-$$"
   for node in 0 1; do
     scripts/supervise.sh --platform cpu --config configs/smoke.yaml --output-dir "$OUT$node" \
@@ -138,13 +151,9 @@ launch() {
 
 @test "train.sh on two nodes (localhost, static rendezvous): node 1 detaches at once, node 0 watches, both complete" {
   local port
-  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   export TRAINKIT_RDZV_ID="bats-train-$$"
-  node() {
-    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
-      --output-dir "$OUT$1" --session "$SESSION-node$1" --watch-steps 2 \
-      -- --report_to none --max_steps 4 --save_steps 2 --save_on_each_node true
-  }
+  node() { launch_node "$1" "$OUT$1" --watch-steps 2 -- --report_to none --max_steps 4 --save_steps 2 --save_on_each_node true; }
   run -0 node 1
   assert_line --index "$((${#lines[@]} - 1))" "✅ SUCCESS: node 1 of 2 launched in tmux session $SESSION-node1; node 0 reports the run's progress"
   run -0 node 0
@@ -166,12 +175,9 @@ launch() {
 
 @test "two nodes in output dirs of their own without save_on_each_node are refused at the start (exit 1), not after a crash" {
   local port
-  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   export TRAINKIT_RDZV_ID="bats-apart-$$"
-  node() {
-    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
-      --output-dir "$OUT$1" --session "$SESSION-node$1" -- --report_to none --max_steps 4
-  }
+  node() { launch_node "$1" "$OUT$1" -- --report_to none --max_steps 4; }
   run -0 node 1
   run -1 node 0
   # The run's own ERROR is the watch's verdict, though torchrun's report fills the log's tail.
@@ -185,13 +191,10 @@ launch() {
 
 @test "two nodes sharing one output dir: each node's supervisor holds its own lock, a crash on node 1 resumes both from the shared checkpoint" {
   local port
-  port="$("$REPO_ROOT/.venv-local/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   export TRAINKIT_RDZV_ID="bats-shared-$$" TRAINKIT_FAULT_STEP_DELAY=0.2
   export TRAINKIT_FAULT_CRASH_AT_STEP=3 TRAINKIT_FAULT_RANK=1 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/crashed-once"
-  node() {
-    scripts/train.sh --platform cpu --nproc 1 --nnodes 2 --node-rank "$1" --rdzv-endpoint "127.0.0.1:$port" \
-      --output-dir "$OUT" --session "$SESSION-node$1" --no-wait -- --report_to none --max_steps 6 --save_steps 2
-  }
+  node() { launch_node "$1" "$OUT" --no-wait -- --report_to none --max_steps 6 --save_steps 2; }
   run -0 node 1
   run -0 node 0
   wait_until 300 test -f "$OUT/.trainkit.exit" -a -f "$OUT/.trainkit.node1.exit"
