@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainkit.status import read_json, write_json_atomic
+from trainkit.strategy import effective_batch
 
 FINGERPRINT_FILE = "run_fingerprint.json"
 # Keys whose change is safe to continue with, whatever the new value.
@@ -55,15 +56,6 @@ def file_digest(path: str | None) -> str | None:
     except OSError:
         return "unreadable"
     return f"sha256:{digest.hexdigest()} ({size} bytes)"
-
-
-def effective_batch(sft) -> int | None:
-    from trainkit.strategy import world_size
-
-    batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
-    if isinstance(batch, int) and isinstance(accumulation, int):
-        return batch * accumulation * world_size()
-    return None
 
 
 def fingerprint(config) -> dict:

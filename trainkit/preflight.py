@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainkit.report import Report
-from trainkit.strategy import world_size
+from trainkit.strategy import effective_batch, world_size
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURES_DIR = ROOT / "configs" / "architectures"
@@ -303,12 +303,13 @@ def report_effective_batch(config, report: Report, strategy=None) -> None:
     """Sequences per optimizer step: per-device batch x processes x accumulation, and how the processes
     hold the model (`strategy`, trainkit.strategy; DDP when not given)."""
     sft, processes = config.sft, world_size()
-    batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
-    if not (isinstance(batch, int) and isinstance(accumulation, int) and batch > 0 and accumulation > 0):
+    total = effective_batch(sft, processes)
+    if total is None:
         return
     kept = config.trainkit.effective_batch_size is not None
-    text = (f"effective batch: {batch} per device x {processes} process{'es' if processes > 1 else ''} x "
-            f"{accumulation} accumulation = {batch * processes * accumulation} sequences per optimizer step"
+    text = (f"effective batch: {sft.per_device_train_batch_size} per device x {processes} "
+            f"process{'es' if processes > 1 else ''} x {sft.gradient_accumulation_steps} accumulation = "
+            f"{total} sequences per optimizer step"
             + (" (kept by effective_batch_size)" if kept else ""))
     if processes > 1:
         from trainkit.strategy import DDP, Strategy

@@ -31,6 +31,7 @@ class ExitCode(enum.IntEnum):
 
 GREEN, YELLOW, RED, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[0m"
 HINT_PREFIX = "  ↳ "
+ERROR_PREFIX = "❌ ERROR: "
 
 
 def colour_enabled(stream: TextIO | None = None) -> bool:
@@ -74,7 +75,7 @@ def warning(message: str, hint: str | None = None) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    _emit(f"❌ ERROR: {message}", RED, hint)
+    _emit(f"{ERROR_PREFIX}{message}", RED, hint)
 
 
 def resume(step: int) -> None:

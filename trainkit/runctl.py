@@ -223,9 +223,8 @@ def cmd_gpu_count(args) -> int:
 
 
 def cmd_mark_restarting(args) -> int:
-    if args.node_rank:
-        return 0  # status.json is node 0's to write (trainkit.lock: a shared output dir)
-    supervision.mark_restarting(Path(args.output_dir), args.attempt, args.delay, args.code, args.launch_id)
+    supervision.mark_restarting(Path(args.output_dir), args.attempt, args.delay, args.code, args.launch_id,
+                                args.node_rank)
     return 0
 
 
@@ -255,10 +254,10 @@ def last_error(log: str) -> tuple[str, str] | None:
 
     lines = tail(Path(log), 400)
     for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("❌ ERROR: "):
+        if lines[i].startswith(protocol.ERROR_PREFIX):
             following = lines[i + 1] if i + 1 < len(lines) else ""
             hint = following[len(protocol.HINT_PREFIX):] if following.startswith(protocol.HINT_PREFIX) else ""
-            return lines[i][len("❌ ERROR: "):], hint
+            return lines[i][len(protocol.ERROR_PREFIX):], hint
     return None
 
 

@@ -76,6 +76,15 @@ def world_size() -> int:
     return 1
 
 
+def effective_batch(sft, processes: int | None = None) -> int | None:
+    """Sequences per optimizer step: per-device batch x processes x accumulation (None unless both are
+    positive whole numbers); the processes default to world_size()."""
+    batch, accumulation = sft.per_device_train_batch_size, sft.gradient_accumulation_steps
+    if not (isinstance(batch, int) and isinstance(accumulation, int) and batch > 0 and accumulation > 0):
+        return None
+    return batch * accumulation * (world_size() if processes is None else processes)
+
+
 def choose(config, estimate=None, budget_gb: float | None = None) -> Strategy:
     """The strategy for this run; `estimate` is trainkit.memory's whole-model (DDP) estimate for one GPU.
 

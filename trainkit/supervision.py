@@ -261,8 +261,11 @@ def attempt_progressed(output_dir: Path, launch_id: str, attempt: int) -> bool:
     return isinstance(step, int) and isinstance(start, int) and step > start
 
 
-def mark_restarting(output_dir: Path, attempt: int, delay: float, code: int, launch_id: str) -> None:
-    """The supervisor's note in status.json while it waits: state restarting, attempt, when."""
+def mark_restarting(output_dir: Path, attempt: int, delay: float, code: int, launch_id: str, node: int = 0) -> None:
+    """The supervisor's note in status.json while it waits: state restarting, attempt, when. Not on a node
+    other than 0, whose supervisor leaves status.json to node 0 (as write_exit_record does)."""
+    if node:
+        return
     from datetime import timezone
 
     from trainkit.status import now_iso, write_json_atomic
