@@ -116,6 +116,13 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
+def status_step(output_dir: Path) -> int:
+    """The step status.json says now; 0 before it exists (or while it is rewritten)."""
+    from trainkit.status import read_json as read_json_if_there
+
+    return (read_json_if_there(output_dir / "status.json") or {}).get("step", 0)
+
+
 def step_losses(output_dir: Path) -> dict[int, float]:
     """Per-step training loss from the newest trainer state (final/ or the last checkpoint)."""
     candidates = [output_dir / "final" / "trainer_state.json"] + sorted(

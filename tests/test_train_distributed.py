@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ANSI, ROOT, SMOKE, Run, base_env, read_json, wait_for
+from conftest import ANSI, ROOT, SMOKE, Run, base_env, read_json, status_step, wait_for
 from trainkit import checkpoints
 
 
@@ -24,7 +24,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_saved_step(runs_dir):
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=base_env(TRAINKIT_FAULT_STEP_DELAY=0.3), stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: (read_json_or_none(out / "status.json") or {}).get("step", 0) >= 2, proc, what="step 2")
+    wait_for(lambda: status_step(out) >= 2, proc, what="step 2")
     os.kill(worker_of_rank(proc.pid, 1), signal.SIGTERM)
     proc.wait(timeout=180)
     # torchrun itself reports a worker's non-zero exit with a traceback and exit 1;
@@ -49,13 +49,6 @@ def worker_of_rank(torchrun_pid: int, rank: int) -> int:
         if f"RANK={rank}".encode() in environ:
             return pid
     raise AssertionError(f"no worker of rank {rank} among {children}")
-
-
-def read_json_or_none(path):
-    try:
-        return read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def test_only_rank_0_records_the_wandb_run_id(tmp_path, monkeypatch):

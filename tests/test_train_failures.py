@@ -20,6 +20,7 @@ from conftest import (
     read_json,
     run_train,
     start_train,
+    status_step,
     train_cmd,
     wait_for,
 )
@@ -92,7 +93,7 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(runs_d
     out = runs_dir / f"signal-{signum.name}"
     args = ("--max_steps", "40", "--save_steps", "100", "--report_to", "wandb")
     proc, log = start_train(out, *args, env=base_env(TRAINKIT_FAULT_STEP_DELAY=0.2))
-    wait_for(lambda: (read_status(out) or {}).get("step", 0) >= 3, proc, what="step 3")
+    wait_for(lambda: status_step(out) >= 3, proc, what="step 3")
     proc.send_signal(signum)
     stopped = finish(proc, log)
     assert stopped.returncode == 75, stopped.output[-3000:]
@@ -113,13 +114,6 @@ def test_a_stop_signal_saves_the_current_step_and_the_rerun_resumes_there(runs_d
     assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 2, "both starts log to the same W&B run"
 
 
-def read_status(out):
-    try:
-        return read_json(out / "status.json")
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_state(runs_dir):
     out = runs_dir / "nan"
     run = run_train(out, "--max_steps", "8", "--save_steps", "2", env=base_env(TRAINKIT_FAULT_NAN_AT_STEP=4))
@@ -130,8 +124,7 @@ def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_state(runs_dir):
     assert read_json(out / "status.json")["state"] == "diverged"
     good = checkpoints.Checkpoint(out / "checkpoint-3", 3)
     assert checkpoints.problems(good) == []
-    weights = load_file(good.path / "adapter_model.safetensors")
-    assert all(math.isfinite(v) for t in weights.values() for v in t.flatten().tolist())
+    assert finite(good.path)
 
 
 @pytest.mark.parametrize(

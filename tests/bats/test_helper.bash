@@ -44,25 +44,27 @@ launched_log() {
   sed -n 's/^\[TRAINING-[A-Z0-9]*\] launched in tmux session .*; log: //p' <<<"$1" | tail -n 1
 }
 
-# wait_for_file PATH [SECONDS] — poll until PATH exists.
-wait_for_file() {
-  local i
-  for ((i = 0; i < ${2:-240} * 2; i++)); do
-    [[ -e "$1" ]] && return 0
+# wait_until SECONDS COMMAND... — poll until COMMAND succeeds.
+wait_until() {
+  local i limit=$1
+  shift
+  for ((i = 0; i < limit * 2; i++)); do
+    "$@" && return 0
     sleep 0.5
   done
-  echo "timed out waiting for $1" >&2
+  echo "timed out waiting for: $*" >&2
   return 1
 }
 
-# wait_for_step N — poll $OUT/status.json until the run reaches step N.
-wait_for_step() {
-  local i step
-  for ((i = 0; i < 480; i++)); do
-    step="$(sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$OUT/status.json" 2>/dev/null || true)"
-    [[ -n "$step" ]] && ((step >= $1)) && return 0
-    sleep 0.5
-  done
-  echo "timed out waiting for step $1" >&2
-  return 1
+# wait_for_file PATH [SECONDS] — poll until PATH exists.
+wait_for_file() { wait_until "${2:-240}" test -e "$1"; }
+
+# at_step N — $OUT/status.json (rank 0's) says step N or later.
+at_step() {
+  local step
+  step="$(sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$OUT/status.json" 2>/dev/null || true)"
+  [[ -n "$step" ]] && ((step >= $1))
 }
+
+# wait_for_step N — poll $OUT/status.json until the run reaches step N.
+wait_for_step() { wait_until 240 at_step "$1"; }

@@ -20,25 +20,6 @@ teardown() {
   done
 }
 
-# wait_until SECONDS COMMAND... — poll until COMMAND succeeds.
-wait_until() {
-  local i limit=$1
-  shift
-  for ((i = 0; i < limit * 2; i++)); do
-    "$@" && return 0
-    sleep 0.5
-  done
-  echo "timed out waiting for: $*" >&2
-  return 1
-}
-
-# at_step N — status.json (rank 0's) says step N or later.
-at_step() {
-  local step
-  step="$(sed -n 's/^  "step": \([0-9]*\),$/\1/p' "$OUT/status.json" 2>/dev/null || true)"
-  [[ -n "$step" ]] && ((step >= $1))
-}
-
 # worker_of_rank R — the pid of the train.py process of rank R (from its environment).
 worker_of_rank() {
   local pid
