@@ -33,15 +33,15 @@ setup: $(VENV_STAMP) $(TINY_MODEL) ## create .venv-local/ and build the tiny mod
 # The whole pipeline as a user runs it, on configs/smoke.yaml: setup -> preflight -> tmux
 # launch -> training -> checkpoints -> status. Only the demo's own completed run in outputs/smoke
 # is removed; a run still alive is left alone (train.sh refuses to start a second one), and any
-# other run there is moved to outputs/smoke.kept-<time> with a WARNING (trainkit/demo.py).
+# other run there is moved to outputs/smoke.kept-<time> with a WARNING (trainkit/supervise/demo.py).
 DEMO_SESSION ?= trainkit-demo
 DEMO_OUTPUT := outputs/smoke
 demo: setup ## set up, launch the smoke run in tmux, wait for it and show its status
 	scripts/setup.sh --platform cpu --yes
-	@$(PY) -m trainkit.demo prepare $(DEMO_OUTPUT)
+	@$(PY) -m trainkit.supervise.demo prepare $(DEMO_OUTPUT)
 	scripts/train.sh --platform cpu --session $(DEMO_SESSION) --watch-steps 5
 	scripts/check_training_status.sh --config configs/smoke.yaml --session $(DEMO_SESSION) --wait --timeout 900
-	@$(PY) -m trainkit.demo finish $(DEMO_OUTPUT)
+	@$(PY) -m trainkit.supervise.demo finish $(DEMO_OUTPUT)
 
 # A config sized for this machine: the model and data it trains, a reason on every key.
 init-config: setup ## write configs/mine.yaml, sized for this machine (scripts/suggest_config.py)
@@ -62,13 +62,16 @@ lint: $(VENV_STAMP) ## ruff and shellcheck
 
 # Most tests wait on a train.py subprocess (imports, tmux polling) more than they compute: two
 # pytest workers keep both cores busy, and bats runs three files' tests at a time (GNU parallel).
+# Each tiny-model trainer gets one OpenMP thread: with several side by side on 2 cores, OpenMP's
+# spin-waiting threads fight over them (three smoke runs at once: 35 s with 2 threads each, 15 s with 1).
 PYTEST_JOBS ?= 2
 BATS_JOBS ?= 3
+TEST_ENV := OMP_NUM_THREADS=1
 pytest: setup
-	$(VENV)/bin/pytest -q -n $(PYTEST_JOBS) --dist loadfile tests
+	$(TEST_ENV) $(VENV)/bin/pytest -q -n $(PYTEST_JOBS) --dist loadfile --durations=15 tests
 
 bats: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bats --jobs $(BATS_JOBS) tests/bats
+	$(TEST_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bats --jobs $(BATS_JOBS) --timing tests/bats
 
 test: test-tools setup lint pytest bats ## everything CI runs
 

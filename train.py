@@ -11,7 +11,7 @@ docs/AGENT_PROTOCOL.md for the exit codes and tagged lines it prints.
 
 import sys
 
-from trainkit.run import main
+from trainkit.train.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

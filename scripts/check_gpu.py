@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit.environment import PLATFORMS
-from trainkit.gpu import check_gpu
-from trainkit.report import CheckerArgumentParser, Report
+from trainkit.core.report import CheckerArgumentParser, Report
+from trainkit.preflight.environment import PLATFORMS
+from trainkit.preflight.gpu import check_gpu
 
 VERDICT = {"cuda": "CUDA GPU ready", "mps": "Apple GPU (MPS) ready", "cpu": "CPU checked (no GPU)"}
 

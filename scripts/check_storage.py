@@ -6,7 +6,7 @@
     python scripts/check_storage.py --output-dir outputs/weatherman-h100
 
 Free space under the required GB is an error, under the recommended GB a warning. Both
-come from --platform (trainkit.storage.PLATFORM_DISK_GB; the default, h100, asks what a
+come from --platform (trainkit.preflight.storage.PLATFORM_DISK_GB; the default, h100, asks what a
 7-8B LoRA run needs on the pod); --min-gb and --recommended-gb override them. GB are 2**30 bytes, as `df -h`
 counts. On RunPod (RUNPOD_* set) each --output-dir and the HF cache (HF_HUB_CACHE,
 HF_HOME, default ~/.cache/huggingface) outside /workspace is a warning: only the volume
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit.report import CheckerArgumentParser, Report
-from trainkit.storage import PLATFORM_DISK_GB, check_free_space, check_runpod_persistence, disk_thresholds
+from trainkit.core.report import CheckerArgumentParser, Report
+from trainkit.preflight.storage import PLATFORM_DISK_GB, check_free_space, check_runpod_persistence, disk_thresholds
 
 
 def gigabytes(text: str) -> float:

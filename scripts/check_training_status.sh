@@ -30,7 +30,7 @@
 # the processes (the lock's holder, the trainer's pid and its start time), never from the age
 # of status.json: a run with neither and no verdict is dead at once.
 #
-# Exit code mirrors the run's state (the last line is the verdict; trainkit/supervision.py decides):
+# Exit code mirrors the run's state (the last line is the verdict; trainkit/supervise/supervision.py decides):
 #   completed                        0   ✅ SUCCESS: training completed …
 #   running, starting                0   ✅ SUCCESS: training running (step X/Y)
 #   restarting                       0   ✅ SUCCESS: training restarting (attempt N, relaunch in S s; …)
@@ -108,7 +108,7 @@ if ((wait)); then
     "check again later, or watch it: tmux attach -t $(tk_lock_get "$output_dir" session)"
 fi
 
-# Facts only the shell sees; the state, its exit code and the report come from trainkit.runctl.
+# Facts only the shell sees; the state, its exit code and the report come from trainkit.supervise.runctl.
 session="${session:-$(tk_lock_get "$output_dir" session)}"
 session="${session:-${TRAINKIT_SESSION:-weatherman-training}}"
 tmux_installed=0 tmux_alive=0

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import protocol
-from trainkit.convert import FORMATS, convert_file, skipped_file
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.report import CheckerArgumentParser
+from trainkit.data.convert import FORMATS, convert_file, skipped_file
 
 SHOWN = 10  # skipped lines listed one by one; the rest are in OUT.skipped.jsonl
 

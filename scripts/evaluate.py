@@ -5,7 +5,7 @@
     python scripts/evaluate.py --adapter outputs/smoke/final --base-only --data data/sample/validation.jsonl --json
     python scripts/evaluate.py --base models/tiny-chat --base-only --data data/sample/validation.jsonl
 
-The same evaluation train.py runs at each eval step (trainkit/evaluation.py): --n conversations
+The same evaluation train.py runs at each eval step (trainkit/evaluate/tool_eval.py): --n conversations
 drawn with a fixed seed (the defaults pick the same ones as training's tool_eval_samples), every
 assistant turn generated greedily from the conversation before it (with the row's tools) and
 parsed in the tool-call format the chat template renders. --base-only evaluates the base model
@@ -36,11 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit import adapters, protocol
-from trainkit.errors import TrainkitError
-from trainkit.evaluation import GENERATION_BATCH_SIZE, SAMPLE_SEED
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.errors import TrainkitError
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
+from trainkit.evaluate import adapters
+from trainkit.evaluate.tool_eval import GENERATION_BATCH_SIZE, SAMPLE_SEED
 
 TAG = "EVALUATE"
 SCHEMA_VERSION = 1
@@ -94,7 +95,7 @@ def build_parser() -> CheckerArgumentParser:
 
 def resolve_model(name: str) -> str:
     """--base without an adapter: a directory here or under the repo, else a hub id."""
-    from trainkit.config import looks_local
+    from trainkit.config.settings import looks_local
 
     found = adapters.local_model_dir(name)
     if found:
@@ -133,8 +134,8 @@ def load_tokenizer(adapter, base: str):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from trainkit import evaluation
-    from trainkit.errors import DataError
+    from trainkit.core.errors import DataError
+    from trainkit.evaluate import tool_eval as evaluation
 
     adapter, base = load(args)
     every = evaluation.read_conversations(args.data)

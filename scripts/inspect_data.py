@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import protocol
-from trainkit.errors import ConfigError
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError
 
 
 def take(argv: list[str], flag: str, default=None, convert=int):
@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         n = take(argv, "--n", 3)
         line = take(argv, "--line")
-        from trainkit.config import parse
+        from trainkit.config.settings import parse
 
         config = parse(argv)
     except ConfigError as exc:
         protocol.error(exc.message, exc.hint)
         return protocol.ExitCode.ERROR
-    from trainkit.inspection import inspect
+    from trainkit.data.inspection import inspect
 
     return inspect(config, n, line, as_json)
 

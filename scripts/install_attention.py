@@ -5,7 +5,7 @@ torch/CUDA/Python when one exists, otherwise SDPA with a WARNING (setup.sh runs 
 
 Never starts a flash-attn source build (up to ~2 h on a pod); the WARNING says how long one would
 take and how to start it on purpose. Exit 0 whichever attention it leaves in place.
-The logic is in trainkit/attention_install.py.
+The logic is in trainkit/preflight/attention_install.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit.attention_install import main  # noqa: E402
+from trainkit.preflight.attention_install import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

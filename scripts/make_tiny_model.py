@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit import protocol
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.report import CheckerArgumentParser
 
 # ChatML-style turns. {% generation %} marks what the assistant says, so TRL's
 # assistant_only_loss works with this template too. transformers renders with

@@ -30,10 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import adapters, protocol
-from trainkit.errors import TrainkitError
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.errors import TrainkitError
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
+from trainkit.evaluate import adapters
 
 TAG = "MERGE"
 

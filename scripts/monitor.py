@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import protocol
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
 
 
 def newest_run(root: Path) -> Path | None:
@@ -36,7 +36,7 @@ def newest_run(root: Path) -> Path | None:
 
 
 def follow_plain(output_dir: Path, interval: float, once: bool) -> int:
-    from trainkit.monitor import TERMINAL_STATES, Snapshot, plain_lines
+    from trainkit.supervise.monitor import TERMINAL_STATES, Snapshot, plain_lines
 
     seen = None
     while True:
@@ -54,7 +54,7 @@ def follow_live(output_dir: Path, interval: float, once: bool) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from trainkit.monitor import Snapshot, render
+    from trainkit.supervise.monitor import Snapshot, render
 
     console = Console()
     snap = Snapshot.read(output_dir)

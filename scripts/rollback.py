@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import protocol
-from trainkit.errors import ConfigError
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--to-step", type=int)
     target.add_argument("--to-checkpoint")
     args = parser.parse_args(argv)
-    from trainkit.rollback import roll_back
+    from trainkit.supervise.rollback import roll_back
 
     try:
         done = roll_back(Path(args.output_dir), to_step=args.to_step, to_checkpoint=args.to_checkpoint)

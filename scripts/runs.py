@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit import protocol
-from trainkit.errors import ConfigError
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
 
 TAG = "RUNS"
 
@@ -48,7 +48,7 @@ def parse_args(argv):
 
 
 def show(runs) -> None:
-    from trainkit.monitor import duration
+    from trainkit.supervise.monitor import duration
 
     for run in runs:
         step = f"{run.step if run.step is not None else '?'}/{run.max_steps or '?'}"
@@ -59,8 +59,8 @@ def show(runs) -> None:
 
 
 def stop(name: str, root: Path, timeout: float, wait: bool) -> int:
-    from trainkit.runs import live_owner, resolve, send_stop, wait_stopped
-    from trainkit.status import STATUS_FILE, read_json
+    from trainkit.core.status import STATUS_FILE, read_json
+    from trainkit.supervise.runs import live_owner, resolve, send_stop, wait_stopped
 
     output_dir = resolve(name, root)
     if not output_dir.is_dir():
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             protocol.error("runs.py stop needs a run NAME", "see the names: scripts/runs.py list")
             return ExitCode.ERROR
         return stop(args.name, root, args.timeout, not args.no_wait)
-    from trainkit.runs import list_runs
+    from trainkit.supervise.runs import list_runs
 
     runs = list_runs(root)
     if args.json:

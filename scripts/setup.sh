@@ -9,7 +9,7 @@
 #
 #   h100  RunPod pod: RunPod variables, an H100 80GB (another GPU warns), the NVIDIA driver, which
 #         picks the torch wheel before anything is built (>= 580.65.06: PyPI's, built for CUDA 13.0;
-#         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/torch_build.py), the
+#         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/preflight/torch_build.py), the
 #         conda env from environment-remote.yml with that pin (created; updated when it changed;
 #         else reused), torch checked on the GPU (CUDA build, cuda.is_available(), a bf16 matmul),
 #         flash-attn from a prebuilt wheel (none for this torch/CUDA/Python: SDPA, with a WARNING;
@@ -275,11 +275,11 @@ setup_h100() {
   cuda="$(tk_cuda_version)" ||
     tk_die "$TK_EXIT_ERROR" "cannot read the CUDA version from nvidia-smi or nvcc" "check the NVIDIA driver: nvidia-smi should show 'CUDA Version'"
   say "CUDA $cuda"
-  # The torch wheel this driver runs, or a refusal, before anything is built (trainkit/torch_build.py).
+  # The torch wheel this driver runs, or a refusal, before anything is built (trainkit/preflight/torch_build.py).
   driver="$(tk_driver_version)" ||
     tk_die "$TK_EXIT_ERROR" "nvidia-smi does not report the NVIDIA driver version" "run nvidia-smi to see why (driver not loaded, no GPU attached to the pod)"
   spec="$root/logs/environment-remote.h100.yml"
-  "$(tk_host_python "$(tk_conda_bin || true)")" -m trainkit.torch_build choose --driver "$driver" \
+  "$(tk_host_python "$(tk_conda_bin || true)")" -m trainkit.preflight.torch_build choose --driver "$driver" \
     --spec "$root/environment-remote.yml" --write "$spec" --tag "$tag" || exit "$TK_EXIT_ERROR"
 
   conda="$(tk_conda_bin)" ||
@@ -322,7 +322,7 @@ setup_h100() {
   [[ -x "$py" ]] || command -v "$py" >/dev/null ||
     tk_die "$TK_EXIT_ERROR" "conda env $env_name has no Python at $py" "rebuild it: $rerun --recreate"
   step "torch on the GPU"
-  "$py" -m trainkit.torch_build verify --tag "$tag" || exit "$TK_EXIT_ERROR"
+  "$py" -m trainkit.preflight.torch_build verify --tag "$tag" || exit "$TK_EXIT_ERROR"
 
   step "flash-attn"
 

@@ -40,11 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit import protocol
-from trainkit.errors import ConfigError
-from trainkit.presets import PRESETS
-from trainkit.protocol import ExitCode
-from trainkit.report import CheckerArgumentParser
+from trainkit.config.presets import PRESETS
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError
+from trainkit.core.protocol import ExitCode
+from trainkit.core.report import CheckerArgumentParser
 
 TAG = "SUGGEST"
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -83,7 +83,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def check_keys(values: dict, where: str) -> None:
-    from trainkit.config import known_keys, unknown_key_error
+    from trainkit.config.settings import known_keys, unknown_key_error
 
     unknown = [k for k in values if k not in known_keys() and k != "env"]
     if unknown:
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return ExitCode.OK
     try:
-        from trainkit.config import load_yaml
-        from trainkit.suggest import machine_for, memory_line, plan_line, render_yaml, suggest
+        from trainkit.config.settings import load_yaml
+        from trainkit.preflight.suggest import machine_for, memory_line, plan_line, render_yaml, suggest
 
         output = Path(args.output)
         if output.exists() and not args.force:

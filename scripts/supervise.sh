@@ -5,9 +5,9 @@
 # Run train.py until it reaches a verdict, resuming it after a crash. Meant to run inside
 # the tmux session that scripts/train.sh opens; all output is appended to the log.
 #
-# The supervisor holds DIR/.trainkit.lock (an flock, trainkit/lock.py) for its whole life and
+# The supervisor holds DIR/.trainkit.lock (an flock, trainkit/core/lock.py) for its whole life and
 # hands it to train.py ($TRAINKIT_LOCK_FD); a second supervisor or trainer on DIR exits 1 naming
-# this one. What each train.py exit code means is trainkit/supervision.py's (supervisor_next):
+# this one. What each train.py exit code means is trainkit/supervise/supervision.py's (supervisor_next):
 #   0 done, 1 input error, 2 crash loop, 3 diverged, 75 interrupted  -> stop with that code
 #   70 crashed, 128+N killed by a signal, anything else              -> relaunch after a backoff
 # The backoff starts at $TRAINKIT_BACKOFF_SECONDS (10) and doubles up to 300 s; status.json says
@@ -26,7 +26,7 @@
 # --standalone on one node; across nodes a rendezvous at --rdzv-endpoint: static with --node-rank, so
 # that node 0 keeps rank 0, else c10d). torchrun's own exit status
 # hides its workers' codes (a 75 or 70 becomes 1), so the code decided on is the group's verdict
-# (trainkit.supervision.group_verdict): each rank records its exit code in a folder made for the attempt,
+# (trainkit.supervise.supervision.group_verdict): each rank records its exit code in a folder made for the attempt,
 # and a rank that recorded none was killed, which is a crash.
 set -euo pipefail
 # shellcheck source=lib/protocol.sh

@@ -177,7 +177,7 @@ fi
 trap 'tk_success "stopped watching; training continues in tmux session $session"; exit 0' INT
 started=$(date +%s)
 throttled=0
-# watch [--final] — one look at this launch (trainkit.runctl watch): it prints the verdict and
+# watch [--final] — one look at this launch (trainkit.supervise.runctl watch): it prints the verdict and
 # returns its exit code, or returns TK_WATCH_CONTINUE while there is none yet.
 readonly TK_WATCH_CONTINUE=100
 watch() {

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit import config
-from trainkit.environment import PLATFORMS, REQUIREMENTS, validate_environment
-from trainkit.report import CheckerArgumentParser, Report
+from trainkit.config import settings as config
+from trainkit.core.report import CheckerArgumentParser, Report
+from trainkit.preflight.environment import PLATFORMS, REQUIREMENTS, validate_environment
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainkit.errors import ConfigError
-from trainkit.report import Report
+from trainkit.core.errors import ConfigError
+from trainkit.core.report import Report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--no-data"]
     report = Report("PREFLIGHT")
     try:
-        from trainkit.config import parse
+        from trainkit.config.settings import parse
 
         config = parse(argv)
     except ConfigError as exc:
         report.error(exc.message, exc.hint)
         return report.finish("")
-    from trainkit.preflight import preflight
+    from trainkit.preflight.checks import preflight
 
     report.ok(f"config parses: {config.model.model_name_or_path} -> {config.output_dir} "
               f"({config.platform}, {config.device})")

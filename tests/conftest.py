@@ -118,7 +118,7 @@ def read_json(path: Path):
 
 def status_step(output_dir: Path) -> int:
     """The step status.json says now; 0 before it exists (or while it is rewritten)."""
-    from trainkit.status import read_json as read_json_if_there
+    from trainkit.core.status import read_json as read_json_if_there
 
     return (read_json_if_there(output_dir / "status.json") or {}).get("step", 0)
 

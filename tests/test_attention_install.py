@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainkit.attention_install import Environment, compile_minutes, main, plan, wheel_name, wheel_url
+from trainkit.preflight.attention_install import Environment, compile_minutes, main, plan, wheel_name, wheel_url
 
 POD = Environment(torch="2.8.0+cu128", cuda="12.8", python=(3, 11), cxx11_abi=True, platform="linux_x86_64",
                   cpus=16, flash_attn_installed=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from trainkit.checkpoints import INCOMPLETE_MARKER, Checkpoint, checkpoint_dirs, newest_valid, problems
+from trainkit.train.checkpoints import INCOMPLETE_MARKER, Checkpoint, checkpoint_dirs, newest_valid, problems
 
 
 def make_checkpoint(root, step):
@@ -128,7 +128,7 @@ def test_save_only_model_checkpoints_are_complete_without_optimizer_or_scheduler
 def ranks_agree(dirs):
     """What newest_valid_on_every_rank returns on each of len(dirs) ranks, run side by side."""
     from conftest import on_ranks
-    from trainkit.checkpoints import newest_valid_on_every_rank
+    from trainkit.train.checkpoints import newest_valid_on_every_rank
 
     return on_ranks(len(dirs), lambda rank, gather: newest_valid_on_every_rank(dirs[rank], gather))
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from trainkit import config
-from trainkit.errors import ConfigError
+from trainkit.config import settings as config
+from trainkit.core.errors import ConfigError
 
 
 def fake_machine(monkeypatch, cuda=False, mps=False, bf16=True, flash=False):
@@ -204,7 +204,7 @@ def test_an_output_dir_that_cannot_be_created_is_one_error(capfd, tmp_path):
 def test_a_read_only_output_dir_is_one_error(capfd, tmp_path, monkeypatch):
     import errno
 
-    from trainkit import storage
+    from trainkit.preflight import storage
 
     def read_only(directory):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -239,7 +239,7 @@ def test_a_misspelled_hub_id_offline_is_an_error_with_a_did_you_mean(capfd, tmp_
 
 
 def test_a_model_the_hub_does_not_have_is_an_error(capfd, tmp_path, monkeypatch):
-    from trainkit import environment
+    from trainkit.preflight import environment
 
     monkeypatch.setattr(environment, "hub_access", lambda name: ("missing", "404"))
     code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", TYPO)
@@ -249,7 +249,7 @@ def test_a_model_the_hub_does_not_have_is_an_error(capfd, tmp_path, monkeypatch)
 
 
 def test_a_gated_model_without_access_is_an_error_naming_hf_token(capfd, tmp_path, monkeypatch):
-    from trainkit import environment
+    from trainkit.preflight import environment
 
     monkeypatch.setattr(environment, "hub_access", lambda name: ("gated", "401"))
     monkeypatch.setattr(environment, "hf_token_present", lambda: False)
@@ -265,7 +265,7 @@ def test_a_gated_model_without_access_is_an_error_naming_hf_token(capfd, tmp_pat
 
 
 def test_a_model_the_hub_has_passes(capfd, tmp_path, monkeypatch):
-    from trainkit import environment
+    from trainkit.preflight import environment
 
     monkeypatch.setattr(environment, "hub_access", lambda name: ("ok", ""))
     code, errors = validate(capfd, "--output_dir", str(tmp_path / "o"), "--model_name_or_path", "Qwen/Qwen2.5-0.5B")

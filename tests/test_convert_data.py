@@ -12,9 +12,9 @@ import json
 import pytest
 
 from conftest import ROOT, load_script
-from trainkit.convert import convert_command, detect
-from trainkit.data_checks import check_chat_file
-from trainkit.report import Report
+from trainkit.core.report import Report
+from trainkit.data.checks import check_chat_file, convert_command
+from trainkit.data.convert import detect
 
 CORPUS = ROOT / "tests" / "corpus" / "convert"
 CASES = {  # input file: (detected format, skipped lines)

@@ -11,10 +11,12 @@ import pytest
 import yaml
 
 from conftest import PYTHON, ROOT, SMOKE, Run, base_env, check_log, read_json
-from trainkit import config, protocol
-from trainkit.credentials import is_secret_name, redact, refuse_secret_flags
-from trainkit.errors import ConfigError
-from trainkit.status import EVENTS_FILE, STATUS_FILE, RunStatus
+from trainkit.config import settings as config
+from trainkit.config.settings import refuse_secret_flags
+from trainkit.core import protocol
+from trainkit.core.credentials import is_secret_name, redact
+from trainkit.core.errors import ConfigError
+from trainkit.core.status import EVENTS_FILE, STATUS_FILE, RunStatus
 
 FAKE_HUB_TOKEN = "hf_fakeHubTokenFromConfig8c7d6e"
 FAKE_WANDB_KEY = "fake-wandb-key-0123456789abcdef"

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from trainkit.data_checks import check_chat_file, check_duplicates, check_token_lengths, suggest_max_length
-from trainkit.report import Report
-from trainkit.training_view import resolve_view
+from trainkit.core.report import Report
+from trainkit.data.checks import check_chat_file, check_duplicates
+from trainkit.data.token_checks import check_token_lengths, suggest_max_length
+from trainkit.data.training_view import resolve_view
 
 SAMPLE = ROOT / "data" / "sample"
 TRAIN, VALIDATION = SAMPLE / "train.jsonl", SAMPLE / "validation.jsonl"

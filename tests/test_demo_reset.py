@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from trainkit import demo
-from trainkit.lock import RunLock
+from trainkit.core.lock import RunLock
+from trainkit.supervise import demo
 
 
 @pytest.fixture

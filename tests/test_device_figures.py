@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
-from trainkit import device_figures
+from trainkit.preflight import device_figures
 
 
 def fake_pynvml():

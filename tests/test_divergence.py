@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from trainkit.divergence import SPIKE_WARMUP, DivergenceGuard, LossDiverged
+from trainkit.train.divergence import SPIKE_WARMUP, DivergenceGuard, LossDiverged
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -49,7 +49,7 @@ def nan_model():
 
 
 def test_non_finite_trainable_weights_are_named():
-    from trainkit.divergence import non_finite_parameters
+    from trainkit.train.divergence import non_finite_parameters
 
     assert non_finite_parameters(nan_model()) == ["weight"]
     frozen = nan_model()
@@ -62,7 +62,7 @@ def test_an_infinite_gradient_stops_the_step_before_the_optimizer_applies_it():
 
     import torch
 
-    from trainkit.trainer import FiniteGradientCheck
+    from trainkit.train.trainer import FiniteGradientCheck
 
     model = torch.nn.Linear(2, 2)
     model(torch.ones(1, 2)).sum().backward()
@@ -78,7 +78,7 @@ def test_an_infinite_gradient_stops_the_step_before_the_optimizer_applies_it():
 def test_the_last_good_state_is_not_saved_when_the_weights_are_not_finite(tmp_path):
     from types import SimpleNamespace
 
-    from trainkit.run import save_last_good
+    from trainkit.train.trainer import save_last_good
 
     def must_not_save(*args, **kwargs):
         raise AssertionError("a checkpoint with NaN weights was written")

@@ -187,7 +187,7 @@ def help_text(script: str) -> str:
 
 @functools.cache
 def config_keys() -> frozenset[str]:
-    from trainkit.config import known_keys
+    from trainkit.config.settings import known_keys
 
     return frozenset(known_keys())
 
@@ -792,7 +792,7 @@ def test_the_message_extractor_finds_python_and_bash_messages():
     assert ("warning", "no W&B API key found: logging offline") in rendered  # warn(...), a wrapper
     assert ("error", "<…> is not valid YAML: <…>") in rendered  # f"...".replace(...)
     sources = {t.source.split(":")[0] for t in code_templates()}
-    assert {"trainkit/config.py", "trainkit/data_checks.py", "scripts/setup.sh", "scripts/train.sh"} <= sources
+    assert {"trainkit/config/settings.py", "trainkit/data/checks.py", "scripts/setup.sh", "scripts/train.sh"} <= sources
     # die_with_log MESSAGE HINT hands "$1" to tk_die: its callers' messages count.
     assert any(t.render().startswith("conda could not create env") for t in code_templates())
     # "Python {text} is too old" with text resolved from its single assignment stays one template.

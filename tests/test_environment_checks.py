@@ -8,8 +8,10 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, TAGGED, base_env
-from trainkit import config, environment, tracking
-from trainkit.report import Report
+from trainkit.config import settings as config
+from trainkit.core import credentials
+from trainkit.core.report import Report
+from trainkit.preflight import environment
 
 PINS = {"torch": "2.13.0", "transformers": "5.23.0", "peft": "0.21.2", "trl": "1.16.0",
         "accelerate": "1.15.0", "datasets": "5.2.0", "wandb": "0.31.0"}
@@ -38,7 +40,7 @@ def fake_machine(monkeypatch, *, python=(3, 11, 7), versions=None, cuda=False, c
     monkeypatch.setattr(config, "cuda_available", lambda: cuda)
     monkeypatch.setattr(config, "mps_available", lambda: mps)
     monkeypatch.setattr(config, "flash_attn_installed", lambda: flash)
-    monkeypatch.setattr(tracking, "wandb_key_present", lambda: "WANDB_API_KEY" if wandb else None)
+    monkeypatch.setattr(credentials, "wandb_key_present", lambda: "WANDB_API_KEY" if wandb else None)
 
 
 def check(env: str) -> Report:

@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 
 from conftest import PYTHON, ROOT, SMOKE, Run, base_env, check_log, load_script, read_json
-from trainkit import eval_callback, evaluation
-from trainkit.toolcalls import FIGURES
+from trainkit.evaluate import tool_eval as evaluation
+from trainkit.evaluate.toolcalls import FIGURES
+from trainkit.train import eval_callback
 
 VALIDATION = ROOT / "data" / "sample" / "validation.jsonl"
 EVAL_LINE = re.compile(
@@ -106,8 +107,8 @@ def test_each_assistant_turn_is_prompted_with_the_conversation_before_it():
 
 
 def test_evaluation_is_off_unless_the_config_evaluates(tmp_path):
-    from trainkit.config import parse
-    from trainkit.status import RunStatus
+    from trainkit.config.settings import parse
+    from trainkit.core.status import RunStatus
 
     status = RunStatus(tmp_path, enabled=False)
     argv = ["--config", str(SMOKE), "--output_dir", str(tmp_path / "out")]
@@ -169,7 +170,7 @@ class FakeTokenizer:
 
 
 def test_a_chat_template_without_a_known_call_format_turns_the_figures_off_with_a_warning(tmp_path):
-    from trainkit.status import RunStatus
+    from trainkit.core.status import RunStatus
 
     warnings = []
     conversations = evaluation.sample(evaluation.read_conversations(VALIDATION), 2)
@@ -189,7 +190,7 @@ def test_a_chat_template_without_a_known_call_format_turns_the_figures_off_with_
 
 
 def test_ranks_other_than_zero_neither_generate_nor_write(tmp_path, monkeypatch):
-    from trainkit.status import RunStatus
+    from trainkit.core.status import RunStatus
 
     monkeypatch.setenv("RANK", "1")
     callback = eval_callback.EvalCallback(RunStatus(tmp_path, enabled=False), "TRAINING-CPU", print,
@@ -211,8 +212,8 @@ def test_a_stop_request_ends_generation_before_the_next_batch(tiny_model):
 
 
 def test_a_resumed_run_keeps_its_latest_evaluation_in_status_json(eval_run, tmp_path):
-    from trainkit.config import parse
-    from trainkit.status import RunStatus
+    from trainkit.config.settings import parse
+    from trainkit.core.status import RunStatus
 
     out = tmp_path / "resumed"
     out.mkdir()

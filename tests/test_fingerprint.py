@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from trainkit import config as config_module
-from trainkit import fingerprint
+from trainkit.config import settings as config_module
+from trainkit.train import fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_resume_on_more_gpus_is_the_same_run_when_the_effective_batch_is_kept_
 
 
 def test_a_run_saved_under_ddp_cannot_resume_under_fsdp_whose_checkpoints_hold_another_layout(smoke_args):
-    from trainkit.strategy import DDP, FSDP, Strategy
+    from trainkit.preflight.strategy import DDP, FSDP, Strategy
 
     def under(name, processes):
         config = config_module.parse(smoke_args)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, base_env
-from trainkit.checkpoints import Checkpoint, checkpoint_dirs, newest_valid, problems
+from trainkit.train.checkpoints import Checkpoint, checkpoint_dirs, newest_valid, problems
 
 LAYOUT = [
     "optimizer_0/.metadata", "optimizer_0/__0_0.distcp", "optimizer_0/__1_0.distcp",
@@ -122,9 +122,9 @@ def save_like_the_trainer(out: Path) -> None:
     from transformers.distributed.fsdp import get_fsdp_ckpt_kwargs
     from trl import get_peft_config
 
-    from trainkit.config import parse
-    from trainkit.divergence import gradient_norm, non_finite_parameters
-    from trainkit.strategy import FSDP, Strategy, training_arguments
+    from trainkit.config.settings import parse
+    from trainkit.preflight.strategy import FSDP, Strategy, training_arguments
+    from trainkit.train.divergence import gradient_norm, non_finite_parameters
 
     config = parse(["--config", "configs/smoke.yaml", "--output_dir", str(out), "--distributed_strategy", "fsdp"])
     args = training_arguments(config.sft, Strategy(FSDP, int(os.environ["WORLD_SIZE"]), "test"))

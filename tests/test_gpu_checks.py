@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, TAGGED, base_env
-from trainkit import config, gpu
-from trainkit.gpu import GB, GpuProperties
-from trainkit.report import Report
+from trainkit.config import settings as config
+from trainkit.core.report import Report
+from trainkit.preflight import gpu
+from trainkit.preflight.gpu import GB, GpuProperties
 
 # What torch reports for these cards: a little under the marketing size.
 H100_80GB = GpuProperties("NVIDIA H100 80GB HBM3", 85_045_510_144, (9, 0))

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, base_env
-from trainkit.config import TrainkitArguments, known_keys
-from trainkit.help import COMMON_TRL_KEYS, short_help
+from trainkit.config.help import COMMON_TRL_KEYS, short_help
+from trainkit.config.settings import TrainkitArguments, known_keys
 
 
 def train_py(*args: str) -> subprocess.CompletedProcess:

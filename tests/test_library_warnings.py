@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from trainkit.library_warnings import UNACTIONABLE, silence_unactionable
+from trainkit.core.library_warnings import UNACTIONABLE, silence_unactionable
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-from trainkit import memory
-from trainkit.memory import GB, check_memory, estimate_training_memory, platform_budget_gb
-from trainkit.report import ERROR, OK, WARNING, Report
+from trainkit.core.report import ERROR, OK, WARNING, Report
+from trainkit.preflight import memory
+from trainkit.preflight.memory import GB, check_memory, estimate_training_memory, platform_budget_gb
 
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from conftest import ANSI, ROOT, load_script
-from trainkit.monitor import Snapshot, render_text, sparkline
+from trainkit.supervise.monitor import Snapshot, render_text, sparkline
 
 MONITOR = load_script("monitor").main
 RECORDED = ROOT / "tests" / "fixtures" / "recorded_run"

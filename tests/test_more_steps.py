@@ -43,7 +43,7 @@ def test_more_steps_on_a_run_that_never_finished_is_an_input_error(crashed_at_st
 def test_a_crashed_continuation_resumes_the_same_segment_and_a_new_one_counts_from_the_final_step(tmp_path):
     import json
 
-    from trainkit.continuation import Continuation, plan, record
+    from trainkit.train.continuation import Continuation, plan, record
 
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "trainer_state.json").write_text(json.dumps({"global_step": 100}))

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainkit.preflight import report_effective_batch
-from trainkit.report import Report
+from trainkit.core.report import Report
+from trainkit.preflight.checks import report_effective_batch
 
 
 def config(batch: int, accumulation: int):
@@ -43,7 +43,7 @@ def test_the_preflight_prints_the_effective_batch_over_every_process(monkeypatch
                           ("cpu", 0, None, False)])
 def test_one_process_that_sees_several_gpus_is_refused_before_the_model_loads(monkeypatch, device, gpus, world,
                                                                                refused):
-    from trainkit import preflight
+    from trainkit.preflight import checks as preflight
 
     for name in ("WORLD_SIZE", "TRAINKIT_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import on_ranks
-from trainkit import nodes
-from trainkit.errors import ConfigError
+from trainkit.core.errors import ConfigError
+from trainkit.train import nodes
 
 
 def sees(dirs):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import ROOT, TAGGED, load_script
-from trainkit import environment
+from trainkit.preflight import environment
 
 VALIDATE = load_script("validate_training_config").main
 SAMPLE_DATA = ["--train_file", "data/sample/train.jsonl", "--validation_file", "data/sample/validation.jsonl"]

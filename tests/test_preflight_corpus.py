@@ -14,7 +14,9 @@ import json
 import pytest
 
 from conftest import ROOT, TAGGED, load_script
-from trainkit import environment, run, signals
+from trainkit.core import signals
+from trainkit.preflight import environment
+from trainkit.train import run
 
 CORPUS = ROOT / "tests" / "corpus"
 CONFIG_CASES = json.loads((CORPUS / "configs" / "EXPECTED.json").read_text())

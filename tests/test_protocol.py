@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT, TAGGED, base_env
-from trainkit.protocol import ExitCode
+from trainkit.core.protocol import ExitCode
 
 MESSAGES = [
     ("success", "tk_success", ["training complete"]),
@@ -26,7 +26,7 @@ MESSAGES = [
 
 def python_cmd(func, args):
     call = f"protocol.{func}({', '.join(repr(int(a) if func == 'resume' else a) for a in args)})"
-    return [sys.executable, "-c", f"from trainkit import protocol; {call}"]
+    return [sys.executable, "-c", f"from trainkit.core import protocol; {call}"]
 
 
 def bash_cmd(func, args):
@@ -103,7 +103,7 @@ def test_tk_die_prints_the_error_and_exits_with_its_code():
 def test_a_reader_that_goes_away_does_not_stop_the_writer(tmp_path):
     code = (
         "import time\n"
-        "from trainkit import protocol\n"
+        "from trainkit.core import protocol\n"
         "protocol.section('TRAINING-CPU', 'step 1/3')\n"
         "time.sleep(0.5)\n"
         "for step in (2, 3):\n"

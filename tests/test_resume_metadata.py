@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainkit.errors import CrashLoop
-from trainkit.resume import check_crash_loop, read_metadata, record_clean_exit, record_start
+from trainkit.core.errors import CrashLoop
+from trainkit.train.resume import check_crash_loop, read_metadata, record_clean_exit, record_start
 
 
 def start(output_dir, step, limit=3):

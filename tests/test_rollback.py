@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import copy_run, load_script, read_json, run_train
-from trainkit import runs
+from trainkit.supervise import runs
 
 ROLLBACK = load_script("rollback").main
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ANSI, PYTHON, ROOT, Run, base_env, load_script
-from trainkit import adapters
+from trainkit.evaluate import adapters
 
 sample_cli = load_script("sample")
 merge_cli = load_script("merge_adapter")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from trainkit import config
-from trainkit.report import Report
-from trainkit.speed import decide_activation_checkpointing, take_auto_checkpointing
+from trainkit.config import settings as config
+from trainkit.config.settings import take_auto_checkpointing
+from trainkit.core.report import Report
+from trainkit.preflight.speed import decide_activation_checkpointing
 
 H100 = "configs/training_config_h100.yaml"
 
@@ -30,7 +31,7 @@ def memory_estimate(batch_size: int):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainkit.memory import estimate_training_memory
+    from trainkit.preflight.memory import estimate_training_memory
 
     model_config = AutoConfig.from_pretrained("configs/architectures/Qwen--Qwen2.5-7B-Instruct")
     with torch.device("meta"):
@@ -62,7 +63,7 @@ def test_without_a_budget_checkpointing_is_off():
 @pytest.mark.parametrize(("path", "on"), [(H100, False), ("configs/training_config_m4.yaml", True)])
 def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, path, on):
     """The 7B fits the H100's 70 GB without recompute; the M4's 28 GB needs it."""
-    from trainkit.preflight import preflight
+    from trainkit.preflight.checks import preflight
 
     monkeypatch.setattr(config, "detect_device", lambda: "cpu")  # the configs name their platform (budget)
     parsed = config.parse(["--config", path])
@@ -76,7 +77,7 @@ def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, pa
 
 
 def test_an_adapter_on_lm_head_is_refused_before_the_model_loads(tmp_path):
-    from trainkit.preflight import preflight
+    from trainkit.preflight.checks import preflight
 
     parsed = config.parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o"),
                            "--lora_target_modules", "q_proj", "v_proj", "lm_head"])
@@ -99,7 +100,7 @@ def test_train_py_trains_packed_padding_free_batches_and_prints_the_checkpointin
 
 @pytest.mark.parametrize(("packing", "warned"), [("true", True), ("false", False)])
 def test_packed_rows_without_a_varlen_attention_are_a_warning(tmp_path, packing, warned):
-    from trainkit.preflight import preflight
+    from trainkit.preflight.checks import preflight
 
     parsed = config.parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o"), "--packing", packing])
     report = Report("PREFLIGHT")

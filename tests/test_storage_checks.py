@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, TAGGED, base_env
-from trainkit import storage
-from trainkit.report import Report
-from trainkit.storage import GB
+from trainkit.core.report import Report
+from trainkit.preflight import storage
+from trainkit.preflight.storage import GB
 
 
 def load_script(name: str):

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, TAGGED, load_script
-from trainkit import environment, memory, strategy
-from trainkit.config import parse
-from trainkit.strategy import DDP, FSDP, Strategy
+from trainkit.config.settings import parse
+from trainkit.preflight import environment, memory, strategy
+from trainkit.preflight.strategy import DDP, FSDP, Strategy
 
 VALIDATE = load_script("validate_training_config").main
 H100 = "configs/training_config_h100.yaml"
@@ -107,7 +107,7 @@ def test_qlora_under_fsdp_stores_its_4bit_weights_in_the_model_dtype(chosen, sto
 
 
 def test_the_trainer_is_built_from_the_preflights_strategy(tmp_path, monkeypatch):
-    from trainkit import trainer as trainer_module
+    from trainkit.train import trainer as trainer_module
 
     built = {}
 
@@ -136,7 +136,7 @@ def test_the_final_adapter_under_fsdp_is_saved_from_a_full_state_dict():
     accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
     trainer = SimpleNamespace(is_fsdp_enabled=True, accelerator=accelerator,
                               save_model=lambda path: calls.append(("save_model", path)))
-    from trainkit.trainer import save_adapter
+    from trainkit.train.trainer import save_adapter
 
     save_adapter(trainer, "out/final")
     assert calls == [("state_dict_type", "FULL_STATE_DICT"), ("save_model", "out/final")]
@@ -231,7 +231,7 @@ def test_fsdp_on_a_cpu_is_refused_because_accelerate_would_run_it_as_ddp(capfd, 
 
 
 def test_fsdp_on_a_cuda_platform_is_refused_at_training_time_on_a_machine_without_cuda(tmp_path):
-    from trainkit.report import Report
+    from trainkit.core.report import Report
 
     config = parse(["--config", SMOKE, "--output_dir", str(tmp_path), "--platform", "h100",
                     "--distributed_strategy", "fsdp"])

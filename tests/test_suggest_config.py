@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, TAGGED, load_script
-from trainkit import environment
-from trainkit.memory import GB, WARNING_FRACTION, Settings, estimate_from
+from trainkit.preflight import environment
+from trainkit.preflight.memory import GB, WARNING_FRACTION, Settings, estimate_from
 
 SUGGEST = load_script("suggest_config").main
 VALIDATE = load_script("validate_training_config").main
@@ -37,10 +37,11 @@ def suggested(tmp_path, capfd, *args) -> tuple[dict, str]:
 
 def bf16_must_give_way(config: dict, budget_gb: float) -> bool:
     """Whether bf16 weights cannot fit the planning target even at batch 1 with activation checkpointing."""
-    from trainkit.config import detect_device
-    from trainkit.memory import describe
-    from trainkit.preflight import build_meta_model, locate_model
-    from trainkit.report import Report
+    from trainkit.config.model_source import locate_model
+    from trainkit.config.settings import detect_device
+    from trainkit.core.report import Report
+    from trainkit.preflight.checks import build_meta_model
+    from trainkit.preflight.memory import describe
 
     model = build_meta_model(locate_model(config["model_name_or_path"]), Report())
     arch = describe(model, model.config, config["lora_target_modules"])
@@ -147,7 +148,7 @@ def test_qlora_on_a_mac_is_refused_by_the_preflight(tmp_path, capfd):
 
 
 def test_with_no_arguments_it_writes_the_template_for_this_machine(tmp_path, capfd, monkeypatch):
-    from trainkit import config as config_module
+    from trainkit.config import settings as config_module
 
     monkeypatch.setattr(config_module, "detect_device", lambda: "cpu")
     config, out = suggested(tmp_path, capfd)

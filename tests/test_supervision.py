@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trainkit import lock, supervision
-from trainkit.launch import Claim, OutputDirLocked, early_output_dir
+from trainkit.core import lock
+from trainkit.supervise import supervision
+from trainkit.train.launch import Claim, OutputDirLocked, early_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,8 +203,8 @@ def test_a_stop_during_the_backoff_turns_restarting_into_interrupted(tmp_path):
 
 
 def runctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainkit.runctl", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_runctl_reads_yaml_values_and_lock_takes_refuse_a_second_owner(tmp_path, holders):
@@ -215,7 +216,7 @@ def test_runctl_reads_yaml_values_and_lock_takes_refuse_a_second_owner(tmp_path,
     assert runctl("output-dir", "--config", str(config), "--", "--output_dir", "y").stdout == "y\n"
     holders.append(hold(tmp_path, pid=99, session="other", log="l"))
     with open(lock.lock_path(tmp_path), "a") as fh:
-        proc = subprocess.run([sys.executable, "-m", "trainkit.runctl", "lock-take", "--fd", str(fh.fileno()),
+        proc = subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "lock-take", "--fd", str(fh.fileno()),
                                "--output-dir", str(tmp_path), "--pid", "1"], cwd=REPO, capture_output=True,
                               text=True, pass_fds=(fh.fileno(),), env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 1
@@ -281,22 +282,22 @@ def test_a_torchrun_group_is_judged_by_what_its_ranks_recorded_not_by_torchruns_
 
 
 def test_each_rank_records_its_exit_code_for_the_supervisor(tmp_path, monkeypatch):
-    from trainkit.run import record_rank_exit
+    from trainkit.train.run import record_rank_exit
 
     monkeypatch.setenv("TRAINKIT_RANK_EXIT_DIR", str(tmp_path))
     for rank, code in ((0, 75), (1, 3)):
         monkeypatch.setenv("RANK", str(rank))
         record_rank_exit(code)
     assert supervision.read_rank_exits(tmp_path) == {0: 75, 1: 3}
-    out = subprocess.run([sys.executable, "-m", "trainkit.runctl", "group-verdict", "--folder", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "group-verdict", "--folder", str(tmp_path),
                           "--nproc", "2", "--output-dir", str(tmp_path / "run")],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "3"
 
 
 def test_a_group_crash_counts_toward_the_crash_loop_though_rank_0_exited_as_if_stopped(tmp_path):
-    from trainkit import resume
-    from trainkit.errors import CrashLoop
+    from trainkit.core.errors import CrashLoop
+    from trainkit.train import resume
 
     out, ranks = tmp_path / "run", tmp_path / "ranks"
     ranks.mkdir()
@@ -306,8 +307,8 @@ def test_a_group_crash_counts_toward_the_crash_loop_though_rank_0_exited_as_if_s
         resume.record_clean_exit(out)
         (ranks / "rank-0").write_text("75")
         (ranks / "rank-1").write_text("70")
-        verdict = subprocess.run([sys.executable, "-m", "trainkit.runctl", "group-verdict", "--folder", str(ranks),
-                                  "--nproc", "2", "--output-dir", str(out)],
+        verdict = subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "group-verdict",
+                                  "--folder", str(ranks), "--nproc", "2", "--output-dir", str(out)],
                                  cwd=REPO, capture_output=True, text=True, check=True).stdout
         assert verdict.strip() == "70"
         metadata = resume.record_start(out, 0, None)
@@ -336,7 +337,7 @@ def test_a_rank_under_torchrun_accepts_the_lock_its_own_launch_holds_and_no_othe
                          [(8, None, 8), (8, "0,1,2,3", 4), (2, "", 0), (4, "1,-1,2", 1)])
 def test_the_default_process_count_is_the_gpus_nvidia_smi_lists_that_cuda_may_use(tmp_path, monkeypatch,
                                                                                  listed, visible, expected):
-    from trainkit.gpu_models import visible_gpu_count
+    from trainkit.preflight.gpu_models import visible_gpu_count
 
     stub = tmp_path / "nvidia-smi"
     lines = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(listed))
@@ -348,11 +349,11 @@ def test_the_default_process_count_is_the_gpus_nvidia_smi_lists_that_cuda_may_us
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert visible_gpu_count() == expected
-    got = subprocess.run([sys.executable, "-m", "trainkit.runctl", "gpu-count", "--platform", "h100"], cwd=REPO,
-                         capture_output=True, text=True, check=True, env=os.environ).stdout
+    got = subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "gpu-count", "--platform", "h100"],
+                         cwd=REPO, capture_output=True, text=True, check=True, env=os.environ).stdout
     assert int(got) == max(1, expected)
-    assert subprocess.run([sys.executable, "-m", "trainkit.runctl", "gpu-count", "--platform", "cpu"], cwd=REPO,
-                          capture_output=True, text=True, check=True).stdout.strip() == "1"
+    assert subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "gpu-count", "--platform", "cpu"],
+                          cwd=REPO, capture_output=True, text=True, check=True).stdout.strip() == "1"
 
 
 def test_a_node_without_rank_0_ends_completed_not_failed_when_its_processes_completed(tmp_path):
@@ -363,7 +364,7 @@ def test_a_node_without_rank_0_ends_completed_not_failed_when_its_processes_comp
 
 
 def handover(out: Path, launch_id: str, timeout: float = 5.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainkit.runctl", "lock-handover", "--output-dir", str(out),
+    return subprocess.run([sys.executable, "-m", "trainkit.supervise.runctl", "lock-handover", "--output-dir", str(out),
                            "--launch-id", launch_id, "--timeout", str(timeout)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
@@ -413,7 +414,7 @@ def test_a_lock_free_only_while_another_launch_hands_it_to_its_supervisor_is_sti
 
 
 def test_the_watch_names_the_runs_own_error_though_torchruns_report_fills_the_log_tail(tmp_path):
-    from trainkit.runctl import last_error
+    from trainkit.supervise.runctl import last_error
 
     log = tmp_path / "run.log"
     report = [f"    torchrun report line {i}" for i in range(30)]
@@ -429,7 +430,7 @@ def test_node_1_of_a_shared_output_dir_keeps_its_own_lock_and_verdict_and_leaves
     out = tmp_path / "shared"
     holders.append(hold(out, pid=4242, session="node0", launch_id="launch-node0"))
     (out / "status.json").write_text(json.dumps({"state": "running", "step": 7}))
-    runctl = [sys.executable, "-m", "trainkit.runctl"]
+    runctl = [sys.executable, "-m", "trainkit.supervise.runctl"]
     free = [*runctl, "lock-free", "--output-dir", str(out)]
     assert subprocess.run(free, cwd=REPO, capture_output=True).returncode == 1
     assert subprocess.run([*free, "--node-rank", "1"], cwd=REPO).returncode == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from conftest import run_train
-from trainkit.timed_saves import TimedSaveCallback
+from trainkit.train.timed_saves import TimedSaveCallback
 
 
 class FakeClock:

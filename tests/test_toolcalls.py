@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from trainkit import toolcalls
-from trainkit.toolcalls import Figures, ToolCall, parse_hermes, parse_llama3, parse_mistral, score_turn
+from trainkit.evaluate import toolcalls
+from trainkit.evaluate.toolcalls import Figures, ToolCall, parse_hermes, parse_llama3, parse_mistral, score_turn
 
 WEATHER = ToolCall("get_current_weather", {"location": "Oslo, Norway", "unit": "celsius"})
 

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from conftest import PYTHON, ROOT, base_env
-from trainkit import torch_build
-from trainkit.torch_build import FALLBACK_BUILD, PYPI_BUILD, DriverTooOld, choose, spec_for
+from trainkit.preflight import torch_build
+from trainkit.preflight.torch_build import FALLBACK_BUILD, PYPI_BUILD, DriverTooOld, choose, spec_for
 
 SPEC = (ROOT / "environment-remote.yml").read_text(encoding="utf-8")
 
@@ -58,7 +58,7 @@ def test_a_spec_without_a_torch_pin_is_an_error():
 
 def choose_cli(tmp_path, driver):
     out = tmp_path / "env.yml"
-    proc = subprocess.run([PYTHON, "-m", "trainkit.torch_build", "choose", "--driver", driver, "--spec",
+    proc = subprocess.run([PYTHON, "-m", "trainkit.preflight.torch_build", "choose", "--driver", driver, "--spec",
                            str(ROOT / "environment-remote.yml"), "--write", str(out)],
                           cwd=ROOT, env=base_env(NO_COLOR="1"), capture_output=True, text=True, timeout=60)
     return proc, out
@@ -89,15 +89,15 @@ def test_choose_on_a_too_old_driver_exits_1_with_the_template_to_pick_and_writes
 
 
 def test_choose_never_imports_torch_or_yaml():
-    code = ("import sys, trainkit.torch_build as t; t.choose('550.54.15'); "
+    code = ("import sys, trainkit.preflight.torch_build as t; t.choose('550.54.15'); "
             "print('torch' in sys.modules, 'yaml' in sys.modules)")
     proc = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False False"
 
 
 def test_verify_on_a_cpu_only_torch_is_an_error_before_training_is_paid_for():
-    proc = subprocess.run([PYTHON, "-m", "trainkit.torch_build", "verify"], cwd=ROOT, env=base_env(NO_COLOR="1"),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([PYTHON, "-m", "trainkit.preflight.torch_build", "verify"], cwd=ROOT,
+                          env=base_env(NO_COLOR="1"), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "is a CPU-only build" in proc.stdout.splitlines()[-2]
 

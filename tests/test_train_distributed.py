@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ANSI, ROOT, SMOKE, Run, base_env, read_json, status_step, wait_for
-from trainkit import checkpoints
+from trainkit.train import checkpoints
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker ranks from /proc")
@@ -52,7 +52,7 @@ def worker_of_rank(torchrun_pid: int, rank: int) -> int:
 
 
 def test_only_rank_0_records_the_wandb_run_id(tmp_path, monkeypatch):
-    from trainkit import tracking
+    from trainkit.train import tracking
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_DIR", "WANDB_SILENT"):
@@ -136,8 +136,8 @@ def test_a_two_process_run_whose_rank_was_killed_mid_save_resumes_before_it_to_t
 AGREE_SCRIPT = """
 import json, os, sys
 from pathlib import Path
-from trainkit import checkpoints
-from trainkit.run import gather_from_every_rank
+from trainkit.train import checkpoints
+from trainkit.train.run import gather_from_every_rank
 
 import torch.distributed
 torch.distributed.init_process_group("gloo")  # in train.py parsing the config (TrainingArguments) does it

@@ -24,7 +24,7 @@ from conftest import (
     train_cmd,
     wait_for,
 )
-from trainkit import checkpoints
+from trainkit.train import checkpoints
 
 
 def test_an_unexpected_exception_exits_70_with_the_traceback_only_in_the_log(crashed_at_step_5):
@@ -167,7 +167,7 @@ def test_an_output_dir_that_cannot_be_created_is_exit_1_without_a_traceback(tmp_
 def test_a_failing_status_write_is_one_warning_and_training_goes_on(tmp_path, monkeypatch, capsys):
     import errno
 
-    from trainkit import status as status_module
+    from trainkit.core import status as status_module
 
     def disk_full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, load_script
-from trainkit.report import Report
-from trainkit.training_view import load_view, tokenized_file
+from trainkit.core.report import Report
+from trainkit.data.training_view import load_view, tokenized_file
 
 TRL_TEMPLATES = Path(__import__("trl").__file__).parent / "chat_templates"
 QWEN25 = TRL_TEMPLATES / "qwen2_5.jinja"
@@ -37,16 +37,16 @@ OPENAI_ROWS = [
 
 
 def config_for(tmp_path, *args):
-    from trainkit.config import parse
+    from trainkit.config.settings import parse
 
     return parse(["--config", str(ROOT / "configs" / "smoke.yaml"), "--output_dir", str(tmp_path / "out"),
                   "--report_to", "none", "--validation_file", "", *args])
 
 
 def trainer_for(config):
-    from trainkit.data import load_chat_data
-    from trainkit.faults import Faults
-    from trainkit.trainer import build_trainer
+    from trainkit.data.loading import load_chat_data
+    from trainkit.train.faults import Faults
+    from trainkit.train.trainer import build_trainer
 
     return build_trainer(config, load_chat_data(config.trainkit.train_file, None), [], Faults())
 
@@ -152,7 +152,7 @@ def test_preflight_token_counts_equal_the_trainers_with_chat_template_path(tmp_p
         assert tokenized.input_ids == row["input_ids"]
         assert tokenized.mask == [int(label != -100) for label in row["labels"]]
     # and the preflight's own numbers are those of the rows
-    from trainkit.data_checks import check_token_lengths
+    from trainkit.data.token_checks import check_token_lengths
 
     stats = check_token_lengths(view, [SAMPLE], Report())
     assert stats.tokens == sum(len(row["input_ids"]) for row in trainer.train_dataset)

@@ -36,9 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainkit import protocol
-from trainkit.errors import ConfigError, TrainkitError
-from trainkit.protocol import ExitCode
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError, TrainkitError
+from trainkit.core.protocol import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "outputs" / "bench"
@@ -163,7 +163,7 @@ def memory_estimate(config, recompute: bool, architecture: str | None) -> int | 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainkit.memory import estimate_training_memory
+    from trainkit.preflight.memory import estimate_training_memory
 
     where = architecture or config.model.model_name_or_path
     model_config = AutoConfig.from_pretrained(where)
@@ -203,7 +203,7 @@ def baseline_args(config, output_dir: str):
 
 
 def child_config(config_path: str, steps: int, output_dir: str):
-    from trainkit.config import parse
+    from trainkit.config.settings import parse
 
     return parse(["--config", config_path, "--max_steps", str(steps), "--output_dir", output_dir,
                   "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
@@ -218,11 +218,11 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
     import trl
     from trl import SFTTrainer, get_peft_config
 
-    from trainkit.data import load_chat_data
-    from trainkit.faults import Faults
-    from trainkit.preflight import preflight
-    from trainkit.report import Report
-    from trainkit.trainer import build_trainer
+    from trainkit.core.report import Report
+    from trainkit.data.loading import load_chat_data
+    from trainkit.preflight.checks import preflight
+    from trainkit.train.faults import Faults
+    from trainkit.train.trainer import build_trainer
 
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
         config = child_config(config_path, steps, tmp)

@@ -22,7 +22,7 @@ tk_python() {
   fi
 }
 
-# tk_runctl ARGS... — run python -m trainkit.runctl: the run's decisions (status, lock, watch,
+# tk_runctl ARGS... — run python -m trainkit.supervise.runctl: the run's decisions (status, lock, watch,
 # supervisor). It needs the stdlib only (PyYAML when there), so any Python 3 will do: the
 # cheapest one to find, never a `conda info` per call.
 tk_runctl() {
@@ -37,7 +37,7 @@ tk_runctl() {
   else
     python="$(command -v python3)"
   fi
-  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trainkit.runctl "$@"
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trainkit.supervise.runctl "$@"
 }
 
 # tk_config_value CONFIG KEY [DEFAULT] — print KEY's value from a YAML config (DEFAULT when absent).

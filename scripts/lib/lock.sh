@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# One trainer per output dir: an flock on OUTPUT_DIR/.trainkit.lock (trainkit/lock.py), held by
+# One trainer per output dir: an flock on OUTPUT_DIR/.trainkit.lock (trainkit/core/lock.py), held by
 # the supervisor for its whole life and checked by train.py; the file names its last holder.
 # Needs lib/common.sh (tk_runctl).
 

@@ -34,7 +34,7 @@ tk_mib_to_gb() {
   awk -v mib="$1" 'BEGIN { printf "%.1f\n", mib / 1024 }'
 }
 
-# tk_is_h100_80gb NAME MEMORY_MIB — succeed when NAME is an H100 with about 80 GB (trainkit/gpu_models.py decides).
+# tk_is_h100_80gb NAME MEMORY_MIB — succeed when NAME is an H100 with about 80 GB (trainkit/preflight/gpu_models.py decides).
 tk_is_h100_80gb() {
   tk_runctl is-h100-80gb "$1" "$2"
 }

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Agent protocol for bash: tagged stdout lines and exit codes (docs/AGENT_PROTOCOL.md).
-# Prints the same bytes as trainkit/protocol.py for the same message.
+# Prints the same bytes as trainkit/core/protocol.py for the same message.
 
 readonly TK_EXIT_OK=0           # success (warnings allowed)
 readonly TK_EXIT_ERROR=1        # environment, config or data is wrong: fix and re-run

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # What scripts/check_training_status.sh finds out in the shell about a run: its output dir,
-# log, GPU and W&B run; the report itself is trainkit.runctl's (trainkit/status_report.py).
+# log, GPU and W&B run; the report itself is trainkit.supervise.runctl's (trainkit/supervise/status_report.py).
 # Needs lib/common.sh (tk_repo_root, tk_python, tk_runctl), lib/lock.sh (tk_lock_get)
 # and lib/protocol.sh (tk_section).
 
@@ -92,10 +92,10 @@ tk_gpu_csv() {
   fi
 }
 
-# tk_wandb_summary PYTHON OUTPUT_DIR — print {"path","state","url","summary"} of the run's W&B run as JSON (trainkit/wandb_summary.py); on failure print why and fail.
+# tk_wandb_summary PYTHON OUTPUT_DIR — print {"path","state","url","summary"} of the run's W&B run as JSON (trainkit/supervise/wandb_summary.py); on failure print why and fail.
 tk_wandb_summary() {
   local python="$1" dir="$2" out code=0
-  local cmd=("$python" -m trainkit.wandb_summary "$dir")
+  local cmd=("$python" -m trainkit.supervise.wandb_summary "$dir")
   command -v timeout >/dev/null && cmd=(timeout 45 "${cmd[@]}")
   out="$(PYTHONPATH="$(tk_repo_root)${PYTHONPATH:+:$PYTHONPATH}" WANDB_SILENT=true "${cmd[@]}" 2>/dev/null)" || code=$?
   if ((code == 124)); then

@@ -46,7 +46,7 @@ teardown() {
   run -1 grep -q "is_gradient_checkpointing" "$COPY"/logs/training_cpu_*.log
   # The next demo removes the demo's own completed run, and only that.
   cd "$COPY"
-  run -0 .venv-local/bin/python -m trainkit.demo prepare outputs/smoke
+  run -0 .venv-local/bin/python -m trainkit.supervise.demo prepare outputs/smoke
   assert_output "[DEMO] removed the previous demo run in outputs/smoke"
   assert_file_exists "$COPY"/outputs/smoke.kept-*/checkpoint-500/adapter_model.safetensors
 }

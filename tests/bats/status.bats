@@ -331,7 +331,7 @@ PY
   assert_line "[STATUS] tmux session other: not running"
 }
 
-@test "the newest checkpoint is the highest step, and trainkit/checkpoints.py says whether it is sound" {
+@test "the newest checkpoint is the highest step, and trainkit/train/checkpoints.py says whether it is sound" {
   mkdir -p "$RUN_DIR"/checkpoint-{5,20,100} "$RUN_DIR/checkpoint-x"
   write_status
   run -0 "$CHECK" --output-dir "$RUN_DIR"

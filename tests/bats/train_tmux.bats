@@ -20,7 +20,7 @@ exit_code() { head -n 1 "$OUT/.trainkit.exit"; }
 
 # lock_held — succeed while a live process holds OUT's lock.
 lock_held() {
-  PYTHONPATH="$REPO_ROOT" "$REPO_ROOT/.venv-local/bin/python" -m trainkit.runctl lock-info --output-dir "$OUT" pid --live >/dev/null
+  PYTHONPATH="$REPO_ROOT" "$REPO_ROOT/.venv-local/bin/python" -m trainkit.supervise.runctl lock-info --output-dir "$OUT" pid --live >/dev/null
 }
 
 # supervisor_pid — the pid the lock names (the supervisor's, once it runs).

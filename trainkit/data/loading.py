@@ -1,0 +1,105 @@
+"""JSONL chat data through `datasets`: messages (with tool calls) and an optional tools column.
+
+Examples are normalised as they load, so every path that renders them (the trainer,
+the preflight, inspect_data.py) sees the same thing: tool-call arguments written as a
+JSON string (OpenAI's fine-tuning format) are parsed into the object they hold. Left
+as a string, a chat template renders `"arguments": "{\\"city\\": \\"Oslo\\"}"` and the
+model learns to emit arguments as a string, which tool-call parsers then hand on as one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainkit.core.errors import DataError
+
+# Columns TRL's SFTTrainer knows how to train on; anything else fails deep inside
+# datasets.map with KeyError: 'text' after the model has loaded.
+KNOWN_FORMATS = ({"messages"}, {"conversations"}, {"prompt", "completion"}, {"text"})
+
+
+def parse_arguments(arguments):
+    """A tool call's arguments as an object: a JSON string holding an object is parsed, anything else is kept."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            return arguments
+        if isinstance(parsed, dict):
+            return parsed
+    return arguments
+
+
+def string_arguments(example: dict) -> int:
+    """How many tool calls in an example give their arguments as a JSON string."""
+    count = 0
+    for message in example.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            count += isinstance(function, dict) and isinstance(function.get("arguments"), str)
+    return count
+
+
+def normalize_example(example: dict) -> dict:
+    """The example as trainkit trains on it: tool-call arguments as objects. Returns a new dict."""
+    if not string_arguments(example):
+        return example
+    messages = []
+    for message in example["messages"]:
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if calls:
+            message = {**message, "tool_calls": [normalize_call(call) for call in calls]}
+        messages.append(message)
+    return {**example, "messages": messages}
+
+
+def normalize_call(call):
+    if isinstance(call, dict) and isinstance(call.get("function"), dict):
+        function = call["function"]
+        return {**call, "function": {**function, "arguments": parse_arguments(function.get("arguments"))}}
+    return call
+
+
+def normalize_messages(example: dict) -> dict:
+    """datasets.map form of normalize_example: only the messages column changes."""
+    return {"messages": normalize_example(example)["messages"]}
+
+
+def check_file(path: str, key: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{key} not found: {path}", f"point {key} at a JSONL file (see data/sample/)")
+    if file.stat().st_size == 0:
+        raise DataError(f"{key} is empty: {path}", "fill it with one JSON chat example per line")
+    return file
+
+
+def load_chat_data(train_file: str, validation_file: str | None):
+    """A DatasetDict with train (and validation) splits, checked for a trainable format and normalised."""
+    import datasets
+
+    files = {"train": str(check_file(train_file, "train_file"))}
+    if validation_file:
+        files["validation"] = str(check_file(validation_file, "validation_file"))
+    try:
+        loaded = datasets.load_dataset("json", data_files=files)
+    except Exception as exc:  # datasets wraps parse errors in several exception types
+        cause = exc.__cause__ or exc
+        raise DataError(
+            f"could not read the data as JSONL: {cause}".replace("\n", " ")[:400],
+            "each line must be one JSON object such as {\"messages\": [...]}",
+        ) from None
+    for split, dataset in loaded.items():
+        columns = set(dataset.column_names)
+        if not any(fmt <= columns for fmt in KNOWN_FORMATS):
+            raise DataError(
+                f"{files[split]} has columns {sorted(columns)}, none of them a chat format",
+                "each line needs a \"messages\" list of {\"role\", \"content\"} turns",
+            )
+    for split, dataset in loaded.items():
+        if "messages" in dataset.column_names:
+            # features= keeps the Json feature: arguments with different keys per row stay intact.
+            loaded[split] = dataset.map(normalize_messages, features=dataset.features,
+                                        desc=f"Parsing tool-call arguments ({split})")
+    return loaded

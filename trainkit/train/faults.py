@@ -1,0 +1,109 @@
+"""Fault injection for the resilience tests: real failures at a chosen step.
+
+    TRAINKIT_FAULT_CRASH_AT_STEP=5   raise at the end of step 5, before its checkpoint (exit 70);
+                                     0 raises before the data is loaded, before the first step
+    TRAINKIT_FAULT_NAN_AT_STEP=3     make step 3's loss NaN (divergence guard, exit 3)
+    TRAINKIT_FAULT_INF_GRAD_AT_STEP=3  set one gradient of step 3 to inf after backward, the loss
+                                     staying finite (gradient check, exit 3)
+    TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP=4  after step 4's update, one trainable weight becomes NaN
+                                     (the save check refuses to write it, exit 3)
+    TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
+    TRAINKIT_FAULT_HANG_AT_STEP=3    hang for good at the end of step 3, signals ignored (a stuck collective)
+    TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4  SIGKILL this process while it writes checkpoint-4, after the
+                                     weights and optimizer, before its RNG state (a rank lost mid-save)
+    TRAINKIT_FAULT_ONCE=/tmp/marker  the crash or hang fires only while this file is absent, and creates it
+    TRAINKIT_FAULT_RANK=1            under torchrun, inject the faults above on this rank only
+    TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.core.status)
+
+Unset in production; the code paths they reach are the production ones.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class InjectedCrash(RuntimeError):
+    pass
+
+
+def _env_number(name: str, kind):
+    value = os.environ.get(name)
+    return kind(value) if value else None
+
+
+@dataclass(frozen=True)
+class Faults:
+    crash_at_step: int | None = None
+    nan_at_step: int | None = None
+    inf_grad_at_step: int | None = None
+    nan_weights_at_step: int | None = None
+    step_delay: float | None = None
+    once_marker: str | None = None
+    hang_at_step: int | None = None
+    kill_in_save_at_step: int | None = None
+
+    @classmethod
+    def from_env(cls) -> Faults:
+        rank = os.environ.get("TRAINKIT_FAULT_RANK")
+        if rank and rank != os.environ.get("RANK", "0"):
+            return cls()
+        return cls(
+            crash_at_step=_env_number("TRAINKIT_FAULT_CRASH_AT_STEP", int),
+            nan_at_step=_env_number("TRAINKIT_FAULT_NAN_AT_STEP", int),
+            inf_grad_at_step=_env_number("TRAINKIT_FAULT_INF_GRAD_AT_STEP", int),
+            nan_weights_at_step=_env_number("TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP", int),
+            step_delay=_env_number("TRAINKIT_FAULT_STEP_DELAY", float),
+            once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
+            hang_at_step=_env_number("TRAINKIT_FAULT_HANG_AT_STEP", int),
+            kill_in_save_at_step=_env_number("TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP", int),
+        )
+
+    def crash_now(self, step: int) -> bool:
+        return self.crash_at_step == step and self._fire_once()
+
+    def hang_if_due(self, step: int) -> None:
+        if self.hang_at_step != step or not self._fire_once():
+            return
+        import signal
+        import time
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        while True:
+            time.sleep(60)
+
+    def kill_if_saving_at(self, step: int) -> None:
+        if self.kill_in_save_at_step == step and self._fire_once():
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _fire_once(self) -> bool:
+        if self.once_marker:
+            marker = Path(self.once_marker)
+            if marker.exists():
+                return False
+            marker.touch()
+        return True
+
+
+def poison_gradient(model) -> None:
+    """One element of the first trainable gradient becomes inf, as a bf16 overflow would leave it."""
+    for param in model.parameters():
+        if param.requires_grad and param.grad is not None:
+            param.grad.view(-1)[0] = float("inf")
+            return
+
+
+def poison_weights(model) -> None:
+    """One element of the first trainable weight becomes NaN, as an update from NaN gradients would leave it."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad:
+            with torch.no_grad():
+                param.view(-1)[0] = float("nan")
+            return

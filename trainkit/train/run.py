@@ -1,0 +1,357 @@
+"""The training run, top to bottom: config → resume point → data → crash-loop check → train → final adapter.
+
+    python train.py --config configs/smoke.yaml
+    python train.py --config configs/smoke.yaml --max_steps 40 --output_dir outputs/longer
+
+Exit codes are the agent protocol's (trainkit.core.protocol.ExitCode): 0 done, 1 fix the
+input, 2 crash loop, 3 diverged, 70 crashed mid-training, 75 interrupted after saving.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from trainkit import __version__
+from trainkit.config.help import answer_help
+from trainkit.core import protocol
+from trainkit.core.errors import ConfigError, Diverged, TrainkitError, log_traceback
+from trainkit.core.library_warnings import quiet_progress_bars, silence_unactionable
+from trainkit.core.protocol import ExitCode
+from trainkit.core.signals import StopRequest
+from trainkit.core.status import RunStatus, is_main_process, read_json
+from trainkit.train.launch import Claim, early_output_dir
+
+FINAL_DIR = "final"
+LOG_FILE = "trainkit.log"
+RANK_EXIT_DIR_ENV = "TRAINKIT_RANK_EXIT_DIR"
+
+
+def prepare_stdio() -> None:
+    """Line-buffered stdout so a tailing agent sees each tag when it happens."""
+    sys.stdout.reconfigure(line_buffering=True)
+    if not is_main_process():
+        sys.stdout = open(os.devnull, "w")  # only rank 0 speaks the protocol
+
+
+def finished_state(config) -> dict | None:
+    """The final adapter's trainer state when it already covers what the config asks for."""
+    final = config.output_dir / FINAL_DIR
+    state = read_json(final / "trainer_state.json")
+    if not state or not (final / "adapter_model.safetensors").is_file():
+        return None
+    if config.sft.max_steps > 0:
+        return state if state.get("global_step", 0) >= config.sft.max_steps else None
+    return state if (state.get("epoch") or 0) >= config.sft.num_train_epochs - 1e-9 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    code = run(argv)
+    record_rank_exit(int(code))
+    return code
+
+
+def record_rank_exit(code: int) -> None:
+    """Under the supervisor's torchrun, each rank leaves its exit code in $TRAINKIT_RANK_EXIT_DIR:
+    a rank that leaves none was killed. torchrun's own exit status hides the codes."""
+    folder = os.environ.get(RANK_EXIT_DIR_ENV)
+    if not folder:
+        return
+    try:
+        (Path(folder) / f"rank-{os.environ.get('RANK', '0')}").write_text(f"{code}\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def run(argv: list[str] | None = None) -> int:
+    prepare_stdio()
+    silence_unactionable()
+    if (help_code := answer_help(sys.argv[1:] if argv is None else argv)) is not None:
+        return help_code
+    stop = StopRequest()
+    stop.install()
+    status: RunStatus | None = None
+    started = time.time()
+    claim = Claim()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Claim the output dir (lock, then status.json `starting`) before anything heavy; a dry
+        # run trains nothing and writes nothing, so it claims nothing either.
+        dry = any(a.split("=")[0] in ("--dry-run", "--dry_run") for a in argv)
+        early = None if dry else early_output_dir(argv)
+        status = claim.take(early) if early else None
+        from trainkit.config.settings import parse
+
+        config = parse(argv)
+        if config.dry_run:  # nothing trained, nothing written: no status either
+            from trainkit.train.dryrun import dry_run
+
+            return dry_run(config, config.dry_run)
+        status = claim.take(config.output_dir)
+        status.update(device=config.device, platform=config.platform, max_steps=config.sft.max_steps,
+                      stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
+                      first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
+        code = train(config, status, stop, started)
+        if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
+            status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
+        return code
+    except TrainkitError as exc:
+        protocol.error(exc.message, exc.hint)
+        # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
+        if status and not claim.undo_if_fresh(exc.exit_code):
+            status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
+            status.event(exc.state, message=exc.message)
+        return exc.exit_code
+    except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
+        log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (status.output_dir if status else Path.cwd()) / LOG_FILE)
+        log_traceback(log_path, "train.py crashed")
+        summary = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+        protocol.error(
+            f"training crashed: {summary}",
+            f"full traceback in {log_path}; re-run the same command to resume from the last checkpoint",
+        )
+        if status:
+            status.update(state="failed", exit_code=int(ExitCode.CRASHED), message=summary)
+            status.event("error", message=summary, log=str(log_path))
+        return ExitCode.CRASHED
+
+
+def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
+    from trainkit.train import checkpoints, resume
+
+    out = config.output_dir
+    main_proc = is_main_process()
+    quiet_progress_bars()
+    protocol.section(
+        config.tag,
+        f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
+        f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
+    )
+    from trainkit.train.continuation import apply as plan_continuation
+    from trainkit.train.continuation import begin as begin_continuation
+
+    # --more_steps raises max_steps before the fingerprint and "already complete" look at it.
+    continuation = plan_continuation(config)
+    # The same checks as validate_training_config.py, before anything heavy or any write.
+    from trainkit.core.report import Report
+    from trainkit.preflight.checks import preflight
+
+    report = Report("PREFLIGHT")
+    preflight(config, report, training=True)
+    if main_proc:
+        report.print_findings()
+    if report.errors:
+        return ExitCode.ERROR
+
+    def warn(message: str, hint: str | None = None) -> None:
+        if main_proc:
+            protocol.warning(message, hint)
+            status.event("warning", message=message)
+
+    # Before "already complete": that verdict is only true for the config the run had.
+    fingerprint = check_fingerprint(config)
+    done = finished_state(config)
+    if done:
+        message = f"training already complete: step {done['global_step']}, adapter in {out / FINAL_DIR}"
+        kept = ("max_steps", "epoch", "loss", "learning_rate", "last_checkpoint", "wandb_url", "resume_count")
+        previous = getattr(status, "previous", {})
+        status.update(**{k: previous[k] for k in kept if k in previous}, state="completed", step=done["global_step"],
+                      exit_code=0, eta_seconds=0.0, already_complete=True, message=message)
+        protocol.success(message)
+        return ExitCode.OK
+    record_fingerprint(config, fingerprint, warn, write=main_proc)
+
+    def skipped(checkpoint, reasons):
+        warn(f"skipping incomplete checkpoint {checkpoint.path.name}: {'; '.join(reasons)}",
+             "it was probably cut off mid-save; resuming from the previous one (it is left in place for inspection)")
+
+    save_only_model = bool(getattr(config.sft, "save_only_model", False))
+    gather = gather_from_every_rank(config.sft)
+    if gather is None:
+        newest = checkpoints.newest_valid(out, on_skip=skipped, save_only_model=save_only_model)
+    else:
+        from trainkit.train import nodes
+
+        if nodes.several_nodes():
+            nodes.check_checkpoint_layout(nodes.sees_rank_0s_file(out, gather),
+                                          bool(getattr(config.sft, "save_on_each_node", False)))
+        newest, found = checkpoints.newest_valid_on_every_rank(out, gather, skipped, save_only_model)
+        nodes.check_resume_point(found, newest, out)
+        if len(set(found)) > 1:
+            steps = ", ".join("none" if step < 0 else str(step) for step in sorted(set(found)))
+            warn(f"the ranks' newest complete checkpoints differ (steps {steps}); every rank resumes from "
+                 f"{newest.path.name if newest else 'the start'}, the newest one complete on all of them",
+                 "a node was stopped mid-save or its copy is behind; the newer checkpoints are left in place")
+    step = newest.step if newest else 0
+    # Counted before anything that can crash: a start that dies while loading data or the
+    # model is a start without progress like any other, and the crash-loop limit sees it.
+    if main_proc:
+        metadata = resume.record_start(out, step, newest.path if newest else None)
+        status.update(step=step, start_step=step, starts_without_progress=metadata["resume_count"],
+                      resume_count=status.data["resume_count"] + (1 if newest else 0),
+                      last_checkpoint=str(newest.path) if newest else None)
+        resume.check_crash_loop(out, metadata, config.trainkit.crash_loop_limit)
+        status.event("resume" if newest else "start", resume_count=metadata["resume_count"])
+        if continuation:
+            begin_continuation(out, continuation, newest, status)
+    if newest:
+        protocol.resume(step)
+    try:
+        return train_from(newest, config, status, stop, started, warn, continuation)
+    except TrainkitError as exc:
+        if exc.exit_code == ExitCode.ERROR and main_proc:
+            # Fix-the-input is a verdict, not a crash: the next start does not count as a retry.
+            resume.record_clean_exit(out)
+        raise
+
+
+# What the libraries raise while the trainer is built when an argument combination is refused
+# (TRL's padding_free without packing, a PEFT option for another model type, a missing extra).
+BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
+
+
+def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn, continuation=None) -> int:
+    from trainkit.train import resume
+    from trainkit.train.backend import backend_for
+    from trainkit.train.callbacks import TrainkitCallback
+    from trainkit.train.divergence import LossDiverged
+    from trainkit.train.eval_callback import eval_callbacks
+    from trainkit.train.faults import Faults, InjectedCrash
+    from trainkit.train.timed_saves import TimedSaveCallback
+    from trainkit.train.tracking import prepare_wandb
+
+    out = config.output_dir
+    main_proc = is_main_process()
+    faults = Faults.from_env()
+    if faults.crash_now(0):
+        raise InjectedCrash("injected crash before the first step")
+    backend = backend_for(config)
+    data = backend.load_data(config)
+    prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
+    callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
+                                estimate_after=config.trainkit.estimate_after_steps)
+    timed_saves = TimedSaveCallback(config.trainkit.save_every_minutes)
+    evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
+    try:
+        session = backend.build(config, data, [callback, timed_saves, *evaluators], faults)
+    except BUILD_INPUT_ERRORS as exc:
+        log_path = log_file(out)
+        log_traceback(log_path, "the trainer refused the configuration")
+        detail = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+        raise ConfigError(
+            f"the trainer refused this configuration: {detail[:600]}",
+            f"change the setting it names (config file or command line) and re-run; traceback in {log_path}",
+        ) from None
+    session.continuation = continuation
+    if stop.requested:
+        return interrupted(out, status, stop, "before the first step; nothing new to save")
+    status.update(startup_seconds=round(time.time() - started, 2))
+    try:
+        session.train(newest.path if newest else None)
+        state = session.state
+        if state.global_step < state.max_steps:
+            if stop.requested:
+                return interrupted(out, status, stop, f"checkpoint saved at step {state.global_step}")
+            raise RuntimeError(
+                f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
+        session.check_weights()
+    except LossDiverged as exc:
+        saved, why = session.save_last_good()
+        where = ""
+        if saved:
+            where = f"; last good state saved in {saved.name}"
+        elif why:
+            periodic = newest_checkpoint_name(out)
+            where = f"; {why}" + (f": the newest periodic checkpoint is {periodic}" if periodic else "")
+        raise Diverged(
+            f"{exc.detail} at step {exc.step}: training diverged{where}",
+            "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume; "
+            f"to restart from an earlier checkpoint: scripts/rollback.py --output-dir {out} --to-step <N>",
+        ) from None
+
+    final = out / FINAL_DIR
+    session.save_final(final, write_state=main_proc)
+    if main_proc:
+        resume.record_clean_exit(out)
+    status.update(state="completed", step=state.global_step, exit_code=0, eta_seconds=0.0,
+                  message=f"adapter saved to {final}")
+    status.event("completed", path=str(final))
+    protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
+    protocol.success(f"training complete: adapter saved to {final}")
+    return ExitCode.OK
+
+
+def gather_from_every_rank(sft=None):
+    """Under torchrun, a function that returns one small value from every rank; else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized() and sft is not None:
+        # TrainingArguments sets up the process group (ddp_backend, ddp_timeout) when its device is first
+        # asked for, which parsing the config normally does already.
+        _ = sft.device
+
+    def gather(value):
+        values = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+
+    return gather
+
+
+def log_file(output_dir: Path) -> Path:
+    return Path(os.environ.get("TRAINKIT_LOG_FILE") or output_dir / LOG_FILE)
+
+
+def newest_checkpoint_name(output_dir: Path) -> str | None:
+    from trainkit.train import checkpoints
+
+    newest = checkpoints.newest_valid(output_dir)
+    return newest.path.name if newest else None
+
+
+def check_fingerprint(config):
+    """Refuse to continue a run recorded with a different config: (current, recorded, changes)."""
+    from trainkit.train import checkpoints, fingerprint
+
+    out = config.output_dir
+    current = fingerprint.fingerprint(config)
+    # Until a checkpoint or the final adapter exists there is nothing to continue: a new
+    # config simply replaces the old one (a refused first start is fixed and re-run).
+    trained = bool(checkpoints.checkpoint_dirs(out)) or (out / FINAL_DIR).is_dir()
+    recorded = fingerprint.read(out) if trained else None
+    changes = fingerprint.compare(recorded, current)
+    if changes.blocking:
+        raise ConfigError(
+            f"{out} holds a run started with a different config: {'; '.join(changes.blocking)}",
+            f"train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
+            f"settings it started with (recorded in {out / fingerprint.FINGERPRINT_FILE})",
+        )
+    return current, recorded, changes
+
+
+def record_fingerprint(config, checked, warn, write: bool) -> None:
+    """Warn about the safe changes a resume continues with, and record what this start trains."""
+    from trainkit.train import fingerprint
+
+    current, recorded, changes = checked
+    if changes.safe:
+        warn(f"continuing {config.output_dir} with changed settings: {'; '.join(changes.safe)}",
+             "these only change the run's length, cadence or reporting; the recorded fingerprint is updated")
+    if write and current != recorded:
+        fingerprint.write(config.output_dir, current)
+
+
+def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) -> int:
+    from trainkit.train import resume
+
+    if is_main_process():
+        resume.record_clean_exit(out)
+    message = f"interrupted by {stop.name}: {detail}"
+    status.update(state="interrupted", exit_code=int(ExitCode.INTERRUPTED), message=message)
+    status.event("interrupted", signal=stop.name)
+    protocol.error(message, "re-run the same command to resume")
+    return ExitCode.INTERRUPTED
