@@ -116,6 +116,8 @@ def run(argv: list[str] | None = None) -> int:
             status.update(state="failed", exit_code=int(ExitCode.CRASHED), message=summary)
             status.event("error", message=summary, log=str(log_path))
         return ExitCode.CRASHED
+    finally:
+        claim.release()  # the run is over: the lock goes now, not when the interpreter has wound down
 
 
 def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
