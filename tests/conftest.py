@@ -34,7 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Files that train most (two-process groups, crash loops, the benchmark) are handed out first: with
 # --dist loadfile a long file handed out last leaves one worker alone at the end.
-FIRST_FILES = ("test_train_distributed.py", "test_train_failures.py", "test_bench.py", "test_train_resume.py")
+FIRST_FILES = ("test_train_distributed.py", "test_train_failures.py", "test_mlx_backend.py", "test_bench.py",
+               "test_train_resume.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -57,6 +57,18 @@ launch() {
   run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" "$TRAINKIT_LOG_DIR/latest.log"
 }
 
+@test "backend mlx runs the same launch: preflight, tmux, supervisor, checkpoints, a PEFT adapter, exit 0" {
+  run -0 launch --watch-steps 2 -- --report_to none --backend mlx --max_steps 4 --save_steps 2
+  assert_line --partial "[PREFLIGHT] backend: mlx"
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 0
+  assert_file_exists "$OUT/checkpoint-4/mlx_state.json"
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+  assert_file_exists "$OUT/final/mlx/adapters.safetensors"
+  run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "(float32, mlx)" "$TRAINKIT_LOG_DIR/latest.log"
+}
+
 @test "a second launch or a second train.py on a live run is refused with the owner to attach to" {
   TRAINKIT_FAULT_STEP_DELAY=0.5 run -0 launch --no-wait -- --report_to none --max_steps 400
   wait_for_step 1

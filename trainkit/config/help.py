@@ -27,8 +27,7 @@ itself from the newest complete checkpoint in output_dir.
   python train.py --config configs/training_config_h100.yaml --max_steps 2000 --output_dir outputs/x
 
   --config FILE.yaml    the config to train with (configs/smoke.yaml, configs/training_config_h100.yaml, ...)
-  -h, --help            this page: trainkit's keys and the TRL keys people set
-  --help-all            every key TRL's SFTConfig and ModelConfig take (about 300)
+  -h, --help            this page: trainkit's keys and the TRL keys people set (--help-all: all ~300 keys)
 """
 
 # The TRL keys people set, by group, with a one-line help of our own (TRL's run to paragraphs).
@@ -46,7 +45,7 @@ COMMON_TRL_KEYS: dict[str, list[tuple[str, str]]] = {
         ("max_steps", "optimizer updates to train for; overrides num_train_epochs when > 0"),
         ("num_train_epochs", "passes over the training data (when max_steps is -1)"),
         ("max_length", "tokens per example; longer examples are truncated"),
-        ("gradient_checkpointing", "recompute activations to save memory (~20% slower)"),
+        ("activation_checkpointing", "recompute activations to save memory (~20% slower), or auto"),
         ("bf16", "bfloat16 mixed precision (default: chosen for the device)"),
     ],
     "LoRA": [

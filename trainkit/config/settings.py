@@ -31,6 +31,8 @@ PLATFORM_OF_DEVICE = {"cuda": "h100", "mps": "m4", "cpu": "cpu"}
 
 # distributed_strategy's values; trainkit.preflight.strategy decides what auto means.
 STRATEGIES = ("auto", "ddp", "fsdp")
+# What trains: trainkit.train.backend implements each.
+BACKENDS = ("torch", "mlx")
 # `activation_checkpointing: auto` lets the memory estimate decide (trainkit.preflight.speed).
 AUTO = "auto"
 KEY = "activation_checkpointing"
@@ -51,6 +53,11 @@ class TrainkitArguments:
         default="auto",
         metadata={"help": "Tag for progress lines; auto picks from the device.",
                   "choices": ["auto", "h100", "m4", "cpu"]},
+    )
+    backend: str = field(
+        default="torch",
+        metadata={"help": "torch, or mlx on Apple Silicon.",
+                  "choices": list(BACKENDS)},
     )
     crash_loop_limit: int = field(
         default=3, metadata={"help": "Resumes from the same step without progress before giving up (exit 2)."}
@@ -475,6 +482,9 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
         # YAML values become argparse defaults, which argparse never checks against choices.
         raise ConfigError(f"platform must be one of auto, h100, m4, cpu, not {trainkit_args.platform!r}",
                           "set platform: auto to pick it from the device")
+    if trainkit_args.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {trainkit_args.backend!r}",
+                          "set backend: torch (TRL) or backend: mlx (Apple Silicon)")
     if trainkit_args.distributed_strategy not in STRATEGIES:
         # As for platform: argparse does not check a YAML value against the choices.
         raise ConfigError(f"distributed_strategy must be one of {', '.join(STRATEGIES)}, "

@@ -82,12 +82,13 @@ def check_values(config, report: Report) -> None:
 
 
 def check_quantization(config, report: Report) -> None:
-    """QLoRA (load_in_4bit) runs on bitsandbytes' CUDA kernels only."""
-    if not getattr(config.model, "load_in_4bit", False):
+    """QLoRA (load_in_4bit): bitsandbytes' CUDA kernels on torch, MLX's own quantization on mlx."""
+    if not getattr(config.model, "load_in_4bit", False) or getattr(config.trainkit, "backend", "torch") == "mlx":
         return
     if config.platform in ("m4", "cpu"):
         report.error(f"load_in_4bit needs CUDA (bitsandbytes), and this run is for {config.platform}",
-                     "remove load_in_4bit; scripts/suggest_config.py picks what fits this machine")
+                     "remove load_in_4bit, or on a Mac set backend: mlx (4-bit through MLX); "
+                     "scripts/suggest_config.py picks what fits this machine")
     elif config.device == "cuda" and importlib.util.find_spec("bitsandbytes") is None:
         report.error("load_in_4bit needs the bitsandbytes package, which is not installed",
                      "pip install bitsandbytes on the GPU machine, or remove load_in_4bit")
@@ -172,6 +173,30 @@ def check_target_modules(model, config, report: Report) -> None:
             )
 
 
+def check_backend(config, report: Report) -> None:
+    """backend: mlx needs MLX and mlx-lm, Apple Silicon (or MLX's CPU build for --platform cpu) and one process."""
+    if getattr(config.trainkit, "backend", "torch") != "mlx":
+        return
+    import sys
+
+    missing = [name for name in ("mlx", "mlx_lm") if importlib.util.find_spec(name) is None]
+    if missing:
+        report.error(f"backend: mlx but {' and '.join(missing)} is not installed",
+                     "install the pinned versions: pip install -r requirements-local.txt "
+                     "(scripts/setup_m4_local.sh does it), or set backend: torch")
+    elif sys.platform != "darwin" and config.platform != "cpu":
+        report.error(f"backend: mlx runs on Apple Silicon; on {sys.platform} only MLX's CPU build, for --platform cpu",
+                     "set backend: torch for a GPU run")
+    if world_size() > 1:
+        report.error("backend: mlx trains in one process", "run without --nproc/torchrun, or set backend: torch")
+    if report.errors:
+        return
+    report.ok("backend: mlx (trainkit's loop over mlx-lm; the same trained tokens, checkpoints and adapter format)")
+    if str(getattr(config.sft.eval_strategy, "value", config.sft.eval_strategy)) != "no":
+        report.warning("backend: mlx does not evaluate during training yet: eval_strategy is ignored",
+                       "evaluate the adapter afterwards with scripts/evaluate.py, or set backend: torch")
+
+
 def preflight(config, report: Report, *, data: bool = True, training: bool = False) -> None:
     """Every check of a parsed config; findings go into `report`.
 
@@ -182,6 +207,7 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     report_sources(config, report)
     check_values(config, report)
     check_one_process_per_gpu(config, report)
+    check_backend(config, report)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
     from trainkit.preflight.speed import check_lm_head_target, check_padding_free_attention

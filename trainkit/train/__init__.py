@@ -9,7 +9,7 @@ resilience tests' fault hooks (faults), and the seam to the training library (ba
 The seam: run.py talks to the training library only through trainkit.train.backend.Backend (build a
 session from the config, the data and trainkit's callbacks; train it from a checkpoint or the start;
 save the final adapter; save the last good state after a divergence). TRL's SFTTrainer (trainer) is
-its first implementation.
+its first implementation, trainkit's own loop over mlx-lm (mlx_backend) the second.
 
 May import: trainkit.core, trainkit.config, trainkit.data, trainkit.preflight, trainkit.evaluate;
 never trainkit.supervise (the supervisor runs the trainer, not the other way round).

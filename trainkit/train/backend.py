@@ -97,9 +97,10 @@ class TrlSession:
             self.trainer.state.save_to_json(str(path / "trainer_state.json"))
 
 
-BACKENDS = {"torch": TorchBackend}
-
-
 def backend_for(config) -> Backend:
-    """The backend that trains this config: TRL on torch (the only one so far)."""
-    return BACKENDS["torch"]()
+    """The backend the config names (`backend: torch | mlx`)."""
+    if getattr(config.trainkit, "backend", "torch") == "mlx":
+        from trainkit.train.mlx_backend import MlxBackend
+
+        return MlxBackend()
+    return TorchBackend()

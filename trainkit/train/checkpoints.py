@@ -40,6 +40,10 @@ FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
 FSDP_OPTIMIZER_FILE = "optimizer.bin"
 FSDP_OPTIMIZER_DIR = "optimizer_0"
 DCP_METADATA = ".metadata"
+# The MLX backend's checkpoint (trainkit.train.mlx_backend): its optimizer state and step instead of torch's.
+MLX_STATE_FILE = "mlx_state.json"
+MLX_OPTIMIZER_FILE = "optimizer.safetensors"
+MLX_ADAPTER_FILE = "mlx/adapters.safetensors"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -154,6 +158,13 @@ def problems(checkpoint: Checkpoint, save_only_model: bool = False) -> list[str]
     elif not adapters:
         found.append("no adapter_model.safetensors")
     found += [p for p in map(safetensors_problem, adapters) if p]
+    if (path / MLX_STATE_FILE).exists():
+        for name in (MLX_ADAPTER_FILE, MLX_OPTIMIZER_FILE):
+            if not (path / name).exists():
+                found.append(f"{name} missing (a resume would restart the adapter or optimizer)")
+            elif problem := safetensors_problem(path / name):
+                found.append(problem)
+        return found
     if save_only_model:
         return found
     fsdp_optimizer = optimizer_problems(path)

@@ -92,6 +92,9 @@ def fingerprint(config) -> dict:
         # different layouts, and neither resumes under the other (transformers raises mid-start).
         "distributed_strategy": getattr(getattr(config, "strategy", None), "name", None),
     }
+    # A checkpoint holds one backend's optimizer state; torch runs recorded before the key existed match.
+    if getattr(args, "backend", "torch") != "torch":
+        defining["backend"] = args.backend
     length = {
         "max_steps": sft.max_steps,
         # TRL ignores the epochs once max_steps is set.

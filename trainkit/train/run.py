@@ -129,7 +129,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     protocol.section(
         config.tag,
         f"trainkit {__version__}: {config.model.model_name_or_path} on {config.device} "
-        f"({config.model.dtype}, {config.model.attn_implementation}) -> {out}",
+        f"({config.model.dtype}, "
+        f"{'mlx' if config.trainkit.backend == 'mlx' else config.model.attn_implementation}) -> {out}",
     )
     from trainkit.train.continuation import apply as plan_continuation
     from trainkit.train.continuation import begin as begin_continuation
