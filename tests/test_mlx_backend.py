@@ -17,7 +17,8 @@ from trainkit.train import checkpoints
 
 pytest.importorskip("mlx_lm", reason="MLX is pinned for Linux and macOS; make setup installs it")
 
-MLX = ("--backend", "mlx")
+# Two sequences a step: MLX's CPU build is the slow part of these tests, and nothing here depends on the batch.
+MLX = ("--backend", "mlx", "--per_device_train_batch_size", "2")
 STEPS = ("--max_steps", "6", "--save_steps", "2")
 
 

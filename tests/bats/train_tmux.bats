@@ -58,7 +58,7 @@ launch() {
 }
 
 @test "backend mlx runs the same launch: preflight, tmux, supervisor, checkpoints, a PEFT adapter, exit 0" {
-  run -0 launch --watch-steps 2 -- --report_to none --backend mlx --max_steps 4 --save_steps 2
+  run -0 launch --watch-steps 2 -- --report_to none --backend mlx --max_steps 4 --save_steps 2 --per_device_train_batch_size 2
   assert_line --partial "[PREFLIGHT] backend: mlx"
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
