@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 
 import pytest
 
@@ -273,3 +274,29 @@ def test_a_degraded_gpu_in_a_set_of_8_is_an_error_naming_the_healthy_ones(monkey
     assert "a matmul on cuda:5 gave wrong results" in errors
     assert "1 of the 8 visible GPUs failed the health check (GPU 5)" in errors
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3,4,6,7 and --gpus 7" in errors
+
+
+@pytest.mark.parametrize(("backend", "override", "found", "budget"), [
+    ("torch", None, 21.3e9, (21.3, "the GPU's recommended working set")),
+    ("mlx", None, 10.7e9, (10.7, "the GPU's recommended working set")),
+    ("mlx", "12", 10.7e9, (12.0, "memory_budget_gb")),
+    ("torch", None, None, (28, "the m4 default")),
+])
+def test_a_macs_memory_budget_is_its_gpus_recommended_working_set_unless_memory_budget_gb_says(
+        monkeypatch, backend, override, found, budget):
+    asked = []
+    monkeypatch.setattr(gpu, "recommended_working_set_bytes", lambda name: asked.append(name) or found)
+    args = ["--config", "configs/training_config_m4.yaml", "--backend", backend]
+    run = config.parse(args + (["--memory_budget_gb", override] if override else []))
+    assert gpu.memory_budget_gb(run) == budget
+    assert asked == ([] if override else [backend]), "the working set is asked of the backend that trains"
+
+
+def test_the_working_set_is_only_asked_of_a_mac_and_cpu_and_h100_keep_their_defaults(monkeypatch):
+    monkeypatch.setattr(gpu, "recommended_working_set_bytes", lambda name: pytest.fail("asked off a Mac run"))
+    assert gpu.memory_budget_gb(config.parse(["--config", "configs/smoke.yaml"])) == (None, "the cpu default")
+    h100 = config.parse(["--config", "configs/training_config_h100.yaml"])
+    assert gpu.memory_budget_gb(h100) == (70, "the h100 default")
+    monkeypatch.undo()
+    if sys.platform != "darwin":
+        assert gpu.recommended_working_set_bytes("mlx") is gpu.recommended_working_set_bytes("torch") is None

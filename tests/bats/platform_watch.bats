@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Thermal throttling on a Mac (scripts/lib/platform_watch.sh), with `pmset -g therm` stubbed on PATH.
+# Thermal throttling on a Mac (scripts/lib/platform_watch.sh), with `pmset -g therm` and `notifyutil` stubbed on PATH.
 
 bats_require_minimum_version 1.5.0
 
@@ -63,4 +63,33 @@ STUB
   run grep "^⚠️ WARNING: thermal throttling" "$BATS_TEST_TMPDIR/watch.log"
   assert_line --index 0 --partial "limited to 70%"
   assert_line --index 1 --partial "limited to 80%"
+}
+
+# stub_notifyutil LEVEL — Apple Silicon's thermal pressure level, as `notifyutil -g` prints it.
+stub_notifyutil() {
+  cat >"$STUBS/notifyutil" <<STUB
+#!/usr/bin/env bash
+[[ "\$*" == "-g com.apple.system.thermalpressurelevel" ]] || exit 1
+echo "com.apple.system.thermalpressurelevel $1"
+STUB
+  chmod +x "$STUBS/notifyutil"
+}
+
+@test "an Apple-Silicon Mac under heavy thermal pressure gets the WARNING, though its pmset has no speed limit" {
+  stub_pmset 100
+  stub_notifyutil 2
+  run -1 tk_thermal_check TRAINING-M4
+  assert_line --index 0 "⚠️ WARNING: thermal throttling: thermal pressure level 2 (2 heavy, 3 trapping, 4 sleeping; notifyutil)"
+  assert_line --index 1 --partial "  ↳ training slows down; keep the Mac on power"
+}
+
+@test "nominal or moderate thermal pressure, or no notifyutil, prints nothing" {
+  stub_pmset 100
+  stub_notifyutil 1
+  run -0 tk_thermal_check TRAINING-M4
+  assert_output ""
+  rm -f "$STUBS/notifyutil"
+  command -v notifyutil >/dev/null && skip "this machine has a real notifyutil"
+  run -0 tk_thermal_pressure
+  assert_output 0
 }

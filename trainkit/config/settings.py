@@ -80,7 +80,8 @@ class TrainkitArguments:
     )
     memory_budget_gb: float | None = field(
         default=None,
-        metadata={"help": "Accelerator memory the run may use; default per platform (h100 70, m4 28, cpu none)."},
+        metadata={"help": "Accelerator memory the run may use; default: a Mac's recommended GPU working set (else "
+                  "28), h100 70, cpu none."},
     )
     estimate_after_steps: int = field(
         default=100,

@@ -239,9 +239,9 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
 def decide_strategy(config, report: Report, estimate, *, training: bool = False):
     """trainkit.preflight.strategy's verdict for this run, printed with the effective batch and stored on the config."""
     from trainkit.preflight import strategy as strategies
-    from trainkit.preflight.memory import platform_budget_gb
+    from trainkit.preflight.gpu import memory_budget_gb
 
-    budget = platform_budget_gb(config.platform, config.trainkit.memory_budget_gb)
+    budget, _ = memory_budget_gb(config)
     chosen = strategies.choose(config, estimate, budget)
     config.strategy = chosen
     report_effective_batch(config, report, chosen)
@@ -344,12 +344,13 @@ def estimate_memory(model, config):
 
 def check_memory_and_disk(estimate, source: ModelSource, config, report: Report) -> None:
     """`estimate`: the run's memory on each GPU under its strategy."""
-    from trainkit.preflight.memory import check_memory, platform_budget_gb
+    from trainkit.preflight.gpu import memory_budget_gb
+    from trainkit.preflight.memory import check_memory
     from trainkit.preflight.storage import check_run_disk, check_runpod_persistence, lora_checkpoint_bytes
 
     sft, margs, targs = config.sft, config.model, config.trainkit
     load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
-    budget = platform_budget_gb(config.platform, targs.memory_budget_gb)
+    budget, _ = memory_budget_gb(config)
     if targs.activation_checkpointing_auto:
         from trainkit.preflight.speed import decide_activation_checkpointing
 

@@ -17,6 +17,7 @@ little under 24 of them, an H100 80GB about 79.
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from trainkit.config import settings as config
@@ -62,6 +63,37 @@ def unified_memory_bytes() -> int:
     import psutil
 
     return psutil.virtual_memory().total
+
+
+def recommended_working_set_bytes(backend: str) -> int | None:
+    """The GPU memory macOS lets one process keep resident on Apple Silicon (Metal's recommended working
+    set), as the backend's library reports it; None off a Mac or when it cannot say."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        if backend == "mlx":
+            import mlx.core as mx
+
+            return int(mx.metal.device_info()["max_recommended_working_set_size"])
+        import torch
+
+        return int(torch.mps.recommended_max_memory()) if torch.backends.mps.is_available() else None
+    except Exception:  # no Metal device, an older library: the platform default applies
+        return None
+
+
+def memory_budget_gb(config) -> tuple[float | None, str]:
+    """The memory this run may use, and where the figure comes from: memory_budget_gb when set; on a Mac
+    the GPU's recommended working set; else the platform's default (h100 70 GB, m4 28 GB, cpu none)."""
+    from trainkit.preflight.memory import GB, platform_budget_gb
+
+    if config.trainkit.memory_budget_gb is not None:
+        return config.trainkit.memory_budget_gb, "memory_budget_gb"
+    if config.platform == "m4":
+        found = recommended_working_set_bytes(getattr(config.trainkit, "backend", "torch"))
+        if found:
+            return round(found / GB, 1), "the GPU's recommended working set"
+    return platform_budget_gb(config.platform), f"the {config.platform} default"
 
 
 def apple_chip() -> str | None:
