@@ -190,3 +190,16 @@ def test_load_in_4bit_under_mlx_trains_lora_over_a_4_bit_base(tmp_path):
     assert json.loads((out / "final" / "mlx" / "adapter_config.json").read_text())["quantize"] is True
     losses = [e["loss"] for e in read_json(out / "final" / "trainer_state.json")["log_history"] if "loss" in e]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+
+
+def test_an_mlx_run_logs_to_w_and_b_and_its_resume_continues_the_same_run(tmp_path):
+    out = tmp_path / "wandb"
+    args = (*MLX, "--max_steps", "4", "--save_steps", "2", "--report_to", "wandb")
+    crashed = run_train(out, *args, env=base_env(TRAINKIT_FAULT_CRASH_AT_STEP=3,
+                                                 TRAINKIT_FAULT_ONCE=tmp_path / "crashed-once"))
+    assert crashed.returncode == 70, crashed.output[-3000:]
+    resumed = run_train(out, *args)
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert "⚠️ RESUME: Found checkpoint at step 2. Resuming training." in resumed.lines
+    run_id = read_json(out / "wandb_run.json")["run_id"]
+    assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 2, "both starts log to the same W&B run"

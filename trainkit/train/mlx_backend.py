@@ -13,8 +13,9 @@ What it keeps, as trainkit.train.backend says every backend must:
 - checkpoint-N/ holds the adapter (PEFT and MLX layouts), the optimizer state, trainer_state.json and
   mlx_state.json, behind the incomplete marker until all of it is written. The data order, the LoRA
   dropout masks and the schedule are functions of (seed, step), so a resume continues exactly;
-- trainkit's callbacks (status.json, tags, stop requests, faults) hear every step, log and save through
-  transformers' CallbackHandler, with DefaultFlowCallback deciding when to log, save and stop;
+- trainkit's callbacks (status.json, tags, stop requests, faults) and the report_to reporters (W&B, one
+  run continued across restarts) hear every step, log and save through transformers' CallbackHandler,
+  with DefaultFlowCallback deciding when to log, save and stop;
 - a non-finite loss or gradient raises LossDiverged before the update is applied;
 - final/ is a PEFT adapter (lora_A/lora_B, adapter_config.json) that sample.py, merge_adapter.py and
   evaluate.py load on the torch base; final/mlx/ is the same adapter for `mlx_lm.generate --adapter-path`.
@@ -121,6 +122,7 @@ class MlxSession:
         import mlx.optimizers as optim
         from mlx_lm import load
         from mlx_lm.tuner.utils import linear_to_lora_layers
+        from transformers.integrations import get_reporting_integration_callbacks
         from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
         self.config, self.sft, self.faults = config, config.sft, faults
@@ -157,7 +159,10 @@ class MlxSession:
                                   train_batch_size=self.batch_size)
         self.steps_per_epoch = steps_per_epoch
         self.control = TrainerControl()
-        self.callbacks = CallbackHandler([DefaultFlowCallback(), *callbacks], self.model, self.tokenizer,
+        # The reporters Trainer would add for report_to (W&B: the run id trainkit.train.tracking set up, so a
+        # resume continues it), ahead of trainkit's callbacks as in Trainer: status.json then has the W&B URL.
+        reporters = [reporter() for reporter in get_reporting_integration_callbacks(self.sft.report_to)]
+        self.callbacks = CallbackHandler([DefaultFlowCallback(), *reporters, *callbacks], self.model, self.tokenizer,
                                          self.optimizer, None)
         self.loss_and_grad = nn.value_and_grad(self.model, self._loss)
 
