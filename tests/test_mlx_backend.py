@@ -203,3 +203,11 @@ def test_an_mlx_run_logs_to_w_and_b_and_its_resume_continues_the_same_run(tmp_pa
     assert "⚠️ RESUME: Found checkpoint at step 2. Resuming training." in resumed.lines
     run_id = read_json(out / "wandb_run.json")["run_id"]
     assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 2, "both starts log to the same W&B run"
+
+
+def test_more_steps_under_mlx_is_refused_before_anything_is_trained(straight, tmp_path):
+    out = copy_run(straight[0], tmp_path / "more")
+    run = run_train(out, *MLX, *STEPS, "--more_steps", "2")
+    assert run.returncode == 1, run.output[-3000:]
+    assert run.verdict == "❌ ERROR: backend: mlx cannot continue a finished run with --more_steps yet"
+    assert read_json(out / "final" / "trainer_state.json")["global_step"] == 6
