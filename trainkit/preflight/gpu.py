@@ -82,18 +82,19 @@ def recommended_working_set_bytes(backend: str) -> int | None:
         return None
 
 
-def memory_budget_gb(config) -> tuple[float | None, str]:
-    """The memory this run may use, and where the figure comes from: memory_budget_gb when set; on a Mac
-    the GPU's recommended working set; else the platform's default (h100 70 GB, m4 28 GB, cpu none)."""
-    from trainkit.preflight.memory import GB, platform_budget_gb
+def memory_budget_gb(run) -> tuple[float | None, str]:
+    """The memory the parsed config `run` may use, in the memory model's GB (1e9 bytes, not this module's
+    2**30), and where the figure comes from: memory_budget_gb when set; on a Mac the GPU's recommended
+    working set; else the platform's default (h100 70 GB, m4 28 GB, cpu none)."""
+    from trainkit.preflight import memory
 
-    if config.trainkit.memory_budget_gb is not None:
-        return config.trainkit.memory_budget_gb, "memory_budget_gb"
-    if config.platform == "m4":
-        found = recommended_working_set_bytes(getattr(config.trainkit, "backend", "torch"))
+    if run.trainkit.memory_budget_gb is not None:
+        return run.trainkit.memory_budget_gb, "memory_budget_gb"
+    if run.platform == "m4":
+        found = recommended_working_set_bytes(getattr(run.trainkit, "backend", "torch"))
         if found:
-            return round(found / GB, 1), "the GPU's recommended working set"
-    return platform_budget_gb(config.platform), f"the {config.platform} default"
+            return round(found / memory.GB, 1), "the GPU's recommended working set"
+    return memory.platform_budget_gb(run.platform), f"the {run.platform} default"
 
 
 def apple_chip() -> str | None:

@@ -158,6 +158,7 @@ class MlxSession:
                                   save_steps=self.sft.save_steps, eval_steps=self.sft.eval_steps,
                                   train_batch_size=self.batch_size)
         self.steps_per_epoch = steps_per_epoch
+        self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its batches), built when first needed
         self.control = TrainerControl()
         # The reporters Trainer would add for report_to (W&B: the run id trainkit.train.tracking set up, so a
         # resume continues it), ahead of trainkit's callbacks as in Trainer: status.json then has the W&B URL.
@@ -192,7 +193,9 @@ class MlxSession:
         found = []
         for k in range(first, first + self.accumulation):
             epoch, index = divmod(k, self.steps_per_epoch * self.accumulation)
-            batches = epoch_batches(self.examples, self.batch_size, self.sft.seed, epoch)
+            if self._epoch is None or self._epoch[0] != epoch:  # one shuffle and sort per epoch, not per batch
+                self._epoch = (epoch, epoch_batches(self.examples, self.batch_size, self.sft.seed, epoch))
+            batches = self._epoch[1]
             found.append(batches[index % len(batches)])
         return found
 
