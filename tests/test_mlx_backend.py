@@ -34,11 +34,16 @@ def assert_same_adapter(a, b, tolerance=1e-5):
     assert worst <= tolerance, f"adapters differ by {worst}"
 
 
+# One evaluation at the last step: a capped eval loss at eval batch 1 and the tool-call figures on two conversations.
+EVAL = ("--eval_strategy", "steps", "--eval_steps", "6", "--per_device_eval_batch_size", "1",
+        "--eval_max_examples", "4", "--tool_eval_samples", "2", "--tool_eval_max_new_tokens", "16")
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """Six MLX steps straight through, a checkpoint every two."""
+    """Six MLX steps straight through, a checkpoint every two, evaluated at the end."""
     out = tmp_path_factory.mktemp("mlx") / "straight"
-    run = run_train(out, *MLX, *STEPS)
+    run = run_train(out, *MLX, *STEPS, *EVAL)
     assert run.returncode == 0, run.output[-3000:]
     return out, run
 
@@ -81,6 +86,26 @@ def test_mlx_trains_the_tokens_and_loss_mask_trl_trains_for_tool_calls_given_as_
         assert list(mask) == [int(label != -100) for label in row["labels"]]
 
 
+def test_eval_max_examples_caps_the_eval_loss_to_the_same_fixed_sample_on_both_backends(tmp_path):
+    from test_training_view import config_for
+
+    from trainkit.core.report import Report
+    from trainkit.data.training_view import load_view
+    from trainkit.train.backend import TorchBackend
+    from trainkit.train.mlx_backend import MlxBackend
+
+    config = config_for(tmp_path, "--validation_file", str(ROOT / "data" / "sample" / "validation.jsonl"),
+                        "--eval_max_examples", "3")
+    by_torch = TorchBackend().load_data(config)["validation"]
+    by_mlx = MlxBackend().load_data(config)["validation"]
+    assert len(by_torch) == len(by_mlx) == 3
+    encoded = load_view(config, Report("T")).tokenize([dict(row) for row in by_torch])
+    assert [t.input_ids for t in encoded] == [list(ids) for ids, _ in by_mlx]
+    later = config_for(tmp_path, "--validation_file", str(ROOT / "data" / "sample" / "validation.jsonl"),
+                       "--eval_max_examples", "3")
+    assert MlxBackend().load_data(later)["validation"] == by_mlx, "the same sample at every evaluation"
+
+
 def test_an_mlx_adapter_under_peft_on_the_torch_base_gives_the_mlx_models_logits_and_completions(straight):
     import mlx.core as mx
     import torch
@@ -113,6 +138,53 @@ def test_an_mlx_adapter_under_peft_on_the_torch_base_gives_the_mlx_models_logits
         by_torch = greedy(lambda t: torch_model(torch.tensor([t])).logits[0, -1].numpy(), ids)
     by_mlx = greedy(lambda t: np.array(mlx_model(mx.array([t]))[0, -1].astype(mx.float32)), ids)
     assert by_torch == by_mlx
+
+
+def test_an_mlx_run_evaluates_to_the_figures_torch_gives_for_its_adapter(straight, tmp_path):
+    import torch
+    from mlx_lm import load
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainkit.evaluate import tool_eval
+    from trainkit.train.mlx_backend import generation_config
+
+    out, run = straight
+    status = read_json(out / "status.json")
+    block = status["eval"]
+    assert block["step"] == 6 and block["conversations"] == 2
+    assert any(line.startswith("[TRAINING-CPU] eval at step 6/6: tool_call_parse_rate ") for line in run.lines)
+    history = read_json(out / "final" / "trainer_state.json")["log_history"]
+    assert [e["step"] for e in history if "eval_loss" in e] == [6]
+
+    base = ROOT / "models" / "tiny-chat"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    torch_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "final").eval()
+    # The eval loss: the mean over the same four validation examples of each one's per-token loss, under torch.
+    from test_training_view import config_for
+
+    from trainkit.train.mlx_backend import MlxBackend
+
+    config = config_for(tmp_path, "--backend", "mlx", "--validation_file", str(ROOT / "data" / "sample" /
+                        "validation.jsonl"), "--eval_max_examples", "4")
+    losses = []
+    with torch.no_grad():
+        for ids, mask in MlxBackend().load_data(config)["validation"]:
+            ids, mask = torch.tensor([ids]), torch.tensor(mask)
+            labels = torch.where(mask.bool(), ids[0], -100)[None]
+            losses.append(float(torch_model(ids, labels=labels).loss))
+    assert len(losses) == 4
+    assert block["eval_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-3)
+
+    # The tool-call figures: generation through mlx-lm replies as torch+PEFT does, turn by turn.
+    conversations = tool_eval.sample(tool_eval.read_conversations(ROOT / "data" / "sample" / "validation.jsonl"), 2)
+    mlx_model, _ = load(str(base), adapter_path=str(out / "final" / "mlx"))
+    mlx_model.generation_config = generation_config(base)
+    by_mlx = tool_eval.evaluate(mlx_model, tokenizer, conversations, max_new_tokens=16)
+    by_torch = tool_eval.evaluate(torch_model, tokenizer, conversations, max_new_tokens=16)
+    assert [r["generated"] for r in by_mlx.rows()] == [r["generated"] for r in by_torch.rows()]
+    figures = {k: v for k, v in by_torch.summary().items() if "seconds" not in k}
+    assert {k: block[k] for k in figures} == figures
 
 
 def test_an_mlx_run_killed_mid_save_and_at_a_random_step_resumes_to_the_straight_runs_adapter(straight, tmp_path):

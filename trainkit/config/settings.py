@@ -97,6 +97,11 @@ class TrainkitArguments:
     tool_eval_max_new_tokens: int = field(
         default=128, metadata={"help": "Most tokens generated per assistant turn in the tool-call evaluation."}
     )
+    eval_max_examples: int | None = field(
+        default=None,
+        metadata={"help": "Most validation examples in each eval loss, a fixed sample of the file (unset: all of "
+                  "them). On a Mac a full validation file at eval batch 1 can take hours."},
+    )
     more_steps: int = field(
         default=0,
         metadata={"help": "Continue a finished run for this many more steps, from its final checkpoint with its "
@@ -506,5 +511,8 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
     if trainkit_args.tool_eval_samples < 0 or trainkit_args.tool_eval_max_new_tokens < 1:
         raise ConfigError("tool_eval_samples must be 0 (off) or more, and tool_eval_max_new_tokens at least 1",
                           "use the defaults of 16 and 128")
+    if trainkit_args.eval_max_examples is not None and trainkit_args.eval_max_examples < 1:
+        raise ConfigError(f"eval_max_examples must be at least 1, not {trainkit_args.eval_max_examples}",
+                          "leave it unset to evaluate the whole validation_file, or set e.g. 200")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.
     sft.output_dir = str(Path(sft.output_dir or "outputs/run").resolve())

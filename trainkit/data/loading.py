@@ -103,3 +103,15 @@ def load_chat_data(train_file: str, validation_file: str | None):
             loaded[split] = dataset.map(normalize_messages, features=dataset.features,
                                         desc=f"Parsing tool-call arguments ({split})")
     return loaded
+
+
+EVAL_SAMPLE_SEED = 0  # the same validation examples at every evaluation, on every backend
+
+
+def eval_subset(count: int, cap: int | None) -> list[int] | None:
+    """The validation rows (in file order) that an eval loss capped at `cap` examples covers; None: all of them."""
+    import random
+
+    if cap is None or count <= cap:
+        return None
+    return sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(count), cap))

@@ -171,10 +171,16 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
              batch_size: int = GENERATION_BATCH_SIZE,
              should_stop: Callable[[], bool] = lambda: False) -> list[str] | None:
     """Greedy replies to token-id prompts, left-padded in batches of similar length; None when stopped midway.
+    An mlx-lm model (backend: mlx) generates through trainkit.evaluate.mlx_generation instead.
 
     The reply ends at the first end-of-turn token and keeps special tokens (Mistral's
     [TOOL_CALLS] is one). The model is put back in training mode if it was in it.
     """
+    from trainkit.evaluate import mlx_generation
+
+    if mlx_generation.is_mlx_model(model):
+        return mlx_generation.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                       should_stop=should_stop)
     import torch
 
     from trainkit.evaluate.adapters import stop_token_ids

@@ -198,9 +198,6 @@ def check_backend(config, report: Report) -> None:
     if report.errors:
         return
     report.ok("backend: mlx (trainkit's loop over mlx-lm; the same trained tokens, checkpoints and adapter format)")
-    if str(getattr(config.sft.eval_strategy, "value", config.sft.eval_strategy)) != "no":
-        report.warning("backend: mlx does not evaluate during training yet: eval_strategy is ignored",
-                       "evaluate the adapter afterwards with scripts/evaluate.py, or set backend: torch")
 
 
 def preflight(config, report: Report, *, data: bool = True, training: bool = False) -> None:

@@ -52,9 +52,14 @@ class TorchBackend:
     name = "torch"
 
     def load_data(self, config) -> dict:
-        from trainkit.data.loading import load_chat_data
+        from trainkit.data.loading import eval_subset, load_chat_data
 
-        return load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
+        data = load_chat_data(config.trainkit.train_file, config.trainkit.validation_file)
+        if "validation" in data:
+            rows = eval_subset(len(data["validation"]), config.trainkit.eval_max_examples)
+            if rows is not None:
+                data["validation"] = data["validation"].select(rows)
+        return data
 
     def build(self, config, data: dict, callbacks: list, faults) -> TrlSession:
         from trainkit.train.trainer import build_trainer

@@ -99,7 +99,8 @@ class EvalCallback(TrainerCallback):
             self.warn(f"evaluation took {share:.0%} of the training time so far "
                       f"({self.eval_seconds:.1f} s of {elapsed:.1f} s)",
                       f"lower tool_eval_samples (now {len(self.conversations)}) or tool_eval_max_new_tokens "
-                      f"(now {self.max_new_tokens}), raise eval_steps, or evaluate on a smaller validation_file")
+                      f"(now {self.max_new_tokens}), raise eval_steps, or cap the eval loss with "
+                      "eval_max_examples")
 
 
 def eval_line(block: dict, max_steps: int, loss_seconds: float, result: ToolEval | None) -> str:

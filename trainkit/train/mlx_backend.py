@@ -62,11 +62,17 @@ class MlxBackend:
         if view is None:
             finding = (report.errors or report.warnings)[0]
             raise ConfigError(finding.message, finding.hint)
+        from trainkit.data.loading import eval_subset
+
         data = {}
         for split, path in (("train", config.trainkit.train_file), ("validation", config.trainkit.validation_file)):
             if path:
                 data[split] = [(t.input_ids, t.mask) for _, _, t in tokenized_file(view, path)
                                if not isinstance(t, Exception) and t.trained]
+        if "validation" in data:
+            rows = eval_subset(len(data["validation"]), config.trainkit.eval_max_examples)
+            if rows is not None:
+                data["validation"] = [data["validation"][i] for i in rows]
         return data
 
     def build(self, config, data: dict, callbacks: list, faults) -> MlxSession:
@@ -127,6 +133,7 @@ class MlxSession:
 
         self.config, self.sft, self.faults = config, config.sft, faults
         self.examples = data["train"]
+        self.validation = data.get("validation") or []
         if not self.examples:
             raise ConfigError(f"{config.trainkit.train_file}: no example trains a token",
                               "check the data with scripts/inspect_data.py")
@@ -135,6 +142,8 @@ class MlxSession:
         self.continuation = None
         mx.random.seed(self.sft.seed)
         self.model, self.tokenizer = load(str(config.model.model_name_or_path))
+        # The generation config the torch model would load: the tool-call evaluation stops on the same tokens.
+        self.model.generation_config = generation_config(config.model.model_name_or_path)
         if config.model.load_in_4bit:
             nn.quantize(self.model, group_size=QUANT_GROUP_SIZE, bits=QUANT_BITS)
         self.model.freeze()
@@ -163,8 +172,9 @@ class MlxSession:
         # The reporters Trainer would add for report_to (W&B: the run id trainkit.train.tracking set up, so a
         # resume continues it), ahead of trainkit's callbacks as in Trainer: status.json then has the W&B URL.
         reporters = [reporter() for reporter in get_reporting_integration_callbacks(self.sft.report_to)]
-        self.callbacks = CallbackHandler([DefaultFlowCallback(), *reporters, *callbacks], self.model, self.tokenizer,
-                                         self.optimizer, None)
+        # The transformers tokenizer, not mlx-lm's wrapper: the evaluation renders prompts as the torch run does.
+        self.callbacks = CallbackHandler([DefaultFlowCallback(), *reporters, *callbacks], self.model,
+                                         self.tokenizer._tokenizer, self.optimizer, None)
         self.loss_and_grad = nn.value_and_grad(self.model, self._loss)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -176,10 +186,10 @@ class MlxSession:
         logits = model(inputs).astype(mx.float32)
         return (nn.losses.cross_entropy(logits, targets) * mask).sum()
 
-    def _batch(self, indices: list[int]):
+    def _batch(self, indices: list[int], examples: list | None = None):
         import mlx.core as mx
 
-        rows = [self.examples[i] for i in indices]
+        rows = [(self.examples if examples is None else examples)[i] for i in indices]
         width = max(len(ids) for ids, _ in rows)
         ids = [list(i) + [0] * (width - len(i)) for i, _ in rows]
         mask = [list(m) + [0] * (width - len(m)) for _, m in rows]
@@ -208,6 +218,8 @@ class MlxSession:
             self._restore(Path(resume_from))
         self.control = self.callbacks.on_train_begin(self.sft, self.state, self.control)
         self.model.train()
+        if self.sft.eval_on_start and self.state.global_step == 0:
+            self._evaluate()
         started, logged_loss, logged_tokens = time.time(), 0.0, 0
         while self.state.global_step < self.state.max_steps and not self.control.should_training_stop:
             step = self.state.global_step
@@ -244,6 +256,8 @@ class MlxSession:
             self.state.epoch = self.state.global_step / self.steps_per_epoch
             logged_loss, logged_tokens = logged_loss + mean, logged_tokens + 1
             self.control = self.callbacks.on_step_end(self.sft, self.state, self.control)
+            if self.state.global_step % self.steps_per_epoch == 0:
+                self.control = self.callbacks.on_epoch_end(self.sft, self.state, self.control)
             if self.control.should_log:
                 logs = {"loss": round(logged_loss / logged_tokens, 4), "grad_norm": norm,
                         "learning_rate": learning_rate(self.sft, step, self.state.max_steps),
@@ -251,12 +265,43 @@ class MlxSession:
                 self.state.log_history.append({**logs, "step": self.state.global_step})
                 logged_loss, logged_tokens = 0.0, 0
                 self.control = self.callbacks.on_log(self.sft, self.state, self.control, logs=logs)
+            if self.control.should_evaluate:
+                self._evaluate()
             if self.control.should_save:
                 self._save_checkpoint()
                 self.control = self.callbacks.on_save(self.sft, self.state, self.control)
         runtime = time.time() - started
         self.state.log_history.append({"train_runtime": round(runtime, 4), "step": self.state.global_step})
         self.control = self.callbacks.on_train_end(self.sft, self.state, self.control)
+
+    def _evaluate(self) -> None:
+        """Trainer.evaluate's figures: eval_loss is the mean over examples of their batch's per-token loss, the
+        batches of per_device_eval_batch_size in file order; then on_log and on_evaluate (the tool-call figures)."""
+        import mlx.core as mx
+
+        started = time.time()
+        self.model.eval()
+        total, rows = 0.0, 0
+        size = self.sft.per_device_eval_batch_size
+        for start in range(0, len(self.validation), size):
+            indices = list(range(start, min(start + size, len(self.validation))))
+            inputs, targets, mask = self._batch(indices, self.validation)
+            loss = self._loss(self.model, inputs, targets, mask) / mx.maximum(mask.sum(), 1)
+            total += float(loss.item()) * len(indices)
+            rows += len(indices)
+        self.model.train()
+        metrics = {}
+        if rows:
+            runtime = time.time() - started
+            metrics = {"eval_loss": total / rows, "eval_runtime": round(runtime, 4),
+                       "eval_samples_per_second": round(rows / max(runtime, 1e-9), 3)}
+            self._log(dict(metrics))
+        self.control = self.callbacks.on_evaluate(self.sft, self.state, self.control, metrics)
+
+    def _log(self, logs: dict) -> None:
+        logs = {**logs, "epoch": round(self.state.epoch or 0.0, 4)}
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callbacks.on_log(self.sft, self.state, self.control, logs=logs)
 
     def check_weights(self) -> None:
         bad = non_finite(self.model)
@@ -341,6 +386,16 @@ class MlxSession:
         saved.logging_steps, saved.save_steps = self.state.logging_steps, self.state.save_steps
         self.state = saved
         mx.eval(self.model.parameters(), self.optimizer.state)
+
+
+def generation_config(model_name_or_path):
+    """transformers' GenerationConfig for the model, as from_pretrained gives the torch model."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(model_name_or_path))
+    except OSError:  # no generation_config.json: the model config's defaults, as transformers falls back to
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(model_name_or_path)))
 
 
 def non_finite(model) -> list[str]:
