@@ -277,9 +277,18 @@ def test_an_mlx_run_logs_to_w_and_b_and_its_resume_continues_the_same_run(tmp_pa
     assert len(list((out / "wandb").glob(f"offline-run-*-{run_id}"))) == 2, "both starts log to the same W&B run"
 
 
-def test_more_steps_under_mlx_is_refused_before_anything_is_trained(straight, tmp_path):
+def test_more_steps_under_mlx_continues_the_finished_run_on_a_new_warmup_and_cosine_segment(straight, tmp_path):
+    from trainkit.train.continuation import Continuation
+
     out = copy_run(straight[0], tmp_path / "more")
-    run = run_train(out, *MLX, *STEPS, "--more_steps", "2")
-    assert run.returncode == 1, run.output[-3000:]
-    assert run.verdict == "❌ ERROR: backend: mlx cannot continue a finished run with --more_steps yet"
-    assert read_json(out / "final" / "trainer_state.json")["global_step"] == 6
+    run = run_train(out, *MLX, *STEPS, "--more_steps", "4")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "⚠️ RESUME: Found checkpoint at step 6. Resuming training." in run.lines
+    assert any(line.startswith("[CONTINUE] steps 6 -> 10 (+4)") for line in run.lines)
+    state = read_json(out / "final" / "trainer_state.json")
+    assert state["global_step"] == 10
+    segment = Continuation(from_step=6, more_steps=4, warmup_steps=0)  # warmup: at most a tenth of 4
+    rates = {e["step"]: e["learning_rate"] for e in state["log_history"] if "loss" in e and e["step"] > 6}
+    assert rates == {step: pytest.approx(1e-3 * segment.factor(step - 1)) for step in (7, 8, 9, 10)}
+    again = run_train(out, *MLX, *STEPS, "--more_steps", "4")
+    assert again.returncode == 0 and read_json(out / "final" / "trainer_state.json")["global_step"] == 14

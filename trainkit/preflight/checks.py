@@ -189,12 +189,6 @@ def check_backend(config, report: Report) -> None:
                      "set backend: torch for a GPU run")
     if world_size() > 1:
         report.error("backend: mlx trains in one process", "run without --nproc/torchrun, or set backend: torch")
-    if getattr(config.trainkit, "more_steps", 0):
-        # --more_steps restarts the schedule with a warmup + cosine segment; the MLX loop has no such segment,
-        # and a different schedule under the same command is worse than a refusal.
-        report.error("backend: mlx cannot continue a finished run with --more_steps yet",
-                     "raise max_steps instead (the run resumes and the cosine schedule stretches to the new "
-                     "length), or set backend: torch")
     if report.errors:
         return
     report.ok("backend: mlx (trainkit's loop over mlx-lm; the same trained tokens, checkpoints and adapter format)")

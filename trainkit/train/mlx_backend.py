@@ -249,7 +249,7 @@ class MlxSession:
             norm = float(norm.item())
             if not math.isfinite(norm):
                 raise LossDiverged(step + 1, norm, f"gradients became non-finite (norm {norm})")
-            self.optimizer.learning_rate = learning_rate(self.sft, step, self.state.max_steps)
+            self.optimizer.learning_rate = self._learning_rate(step)
             self.optimizer.update(self.model, grads)
             mx.eval(self.model.trainable_parameters(), self.optimizer.state)
             self.state.global_step = step + 1
@@ -260,7 +260,7 @@ class MlxSession:
                 self.control = self.callbacks.on_epoch_end(self.sft, self.state, self.control)
             if self.control.should_log:
                 logs = {"loss": round(logged_loss / logged_tokens, 4), "grad_norm": norm,
-                        "learning_rate": learning_rate(self.sft, step, self.state.max_steps),
+                        "learning_rate": self._learning_rate(step),
                         "epoch": round(self.state.epoch, 4), "num_tokens": float(self.state.num_input_tokens_seen)}
                 self.state.log_history.append({**logs, "step": self.state.global_step})
                 logged_loss, logged_tokens = 0.0, 0
@@ -273,6 +273,13 @@ class MlxSession:
         runtime = time.time() - started
         self.state.log_history.append({"train_runtime": round(runtime, 4), "step": self.state.global_step})
         self.control = self.callbacks.on_train_end(self.sft, self.state, self.control)
+
+    def _learning_rate(self, step: int) -> float:
+        """The rate of the update after `step` steps; under --more_steps the continuation's own segment
+        (trainkit.train.continuation), as the torch backend's LambdaLR gives it."""
+        if self.continuation is not None:
+            return self.sft.learning_rate * self.continuation.factor(step)
+        return learning_rate(self.sft, step, self.state.max_steps)
 
     def _evaluate(self) -> None:
         """Trainer.evaluate's figures: eval_loss is the mean over examples of their batch's per-token loss, the
