@@ -279,7 +279,7 @@ def test_a_degraded_gpu_in_a_set_of_8_is_an_error_naming_the_healthy_ones(monkey
 @pytest.mark.parametrize(("backend", "override", "found", "budget"), [
     ("torch", None, 21.3e9, (21.3, "the GPU's recommended working set")),
     ("mlx", None, 10.7e9, (10.7, "the GPU's recommended working set")),
-    ("mlx", "12", 10.7e9, (12.0, "memory_budget_gb")),
+    ("mlx", "12", 10.7e9, (12.0, "set by memory_budget_gb")),
     ("torch", None, None, (28, "the m4 default")),
 ])
 def test_a_macs_memory_budget_is_its_gpus_recommended_working_set_unless_memory_budget_gb_says(

@@ -60,12 +60,19 @@ def test_without_a_budget_checkpointing_is_off():
     assert decide_activation_checkpointing(memory_estimate(1), None, sft, Report("PREFLIGHT")) is False
 
 
-@pytest.mark.parametrize(("path", "on"), [(H100, False), ("configs/training_config_m4.yaml", True)])
-def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, path, on):
-    """The 7B fits the H100's 70 GB without recompute; the M4's 28 GB needs it."""
+@pytest.mark.parametrize(("path", "working_set", "on"), [
+    (H100, None, False),
+    ("configs/training_config_m4.yaml", None, False),
+    ("configs/training_config_m4.yaml", 10.7e9, True),
+])
+def test_the_shipped_configs_leave_checkpointing_to_the_estimate(monkeypatch, path, working_set, on):
+    """The 7B fits the H100's 70 GB without recompute, and its 4-bit base a 32 GB Mac (the m4 default of 28 GB);
+    a 16 GB Mac's working set (10.7 GB) needs recompute."""
+    from trainkit.preflight import gpu
     from trainkit.preflight.checks import preflight
 
     monkeypatch.setattr(config, "detect_device", lambda: "cpu")  # the configs name their platform (budget)
+    monkeypatch.setattr(gpu, "recommended_working_set_bytes", lambda backend: working_set)
     parsed = config.parse(["--config", path])
     assert parsed.trainkit.activation_checkpointing_auto
     assert parsed.sft.activation_checkpointing is True  # TRL's default until the estimate has spoken

@@ -73,6 +73,35 @@ def test_a_suggested_config_passes_the_preflight_fits_its_budget_and_quantizes_o
     assert f"of the {budget:g} GB budget" in checked
 
 
+@pytest.mark.parametrize(("memory_gb", "four_bit"), [(16, True), (24, True), (48, False)])
+def test_a_mac_is_planned_for_mlx_in_its_working_set_with_a_4_bit_base_where_bf16_does_not_fit(
+        memory_gb, four_bit, tmp_path, capfd):
+    config, out = suggested(tmp_path, capfd, "--model", QWEN, "--platform", "m4", "--memory-gb", str(memory_gb),
+                            *DATA)
+    assert config["backend"] == "mlx"
+    assert config["memory_budget_gb"] == pytest.approx(memory_gb * 2 / 3, abs=0.1)
+    assert bool(config.get("load_in_4bit")) is four_bit
+    assert ("[SUGGEST] QLoRA (load_in_4bit via MLX): bf16 weights 15.2 GB" in out) is four_bit
+    peak = float(out.split("memory: estimated peak ")[1].split(" GB")[0])
+    assert peak <= WARNING_FRACTION * config["memory_budget_gb"]
+    code = VALIDATE(["--config", str(tmp_path / "mine.yaml"), "--output_dir", str(tmp_path / "out")])
+    checked = capfd.readouterr().out
+    assert code == 0, checked
+    assert f"of the {config['memory_budget_gb']:g} GB budget (set by memory_budget_gb)" in checked
+
+
+def test_a_macs_own_working_set_is_its_budget_when_planning_on_it(monkeypatch):
+    from trainkit.config import settings
+    from trainkit.preflight import gpu, suggest
+
+    monkeypatch.setattr(settings, "detect_device", lambda: "mps")
+    monkeypatch.setattr(suggest, "detect_memory_gb", lambda device: 24.0)
+    monkeypatch.setattr(gpu, "recommended_working_set_bytes", lambda backend: 17.2e9 if backend == "mlx" else None)
+    machine = suggest.machine_for("auto")
+    assert (machine.platform, machine.budget_gb) == ("m4", 17.2)
+    assert machine.budget_reason == "the GPU's recommended working set of this Mac's 24 GB"
+
+
 def test_qwen_on_80_gb_trains_without_activation_checkpointing_because_it_fits(tmp_path, capfd):
     config, out = suggested(tmp_path, capfd, "--model", QWEN, "--platform", "h100", "--memory-gb", "80", *DATA)
     assert config["activation_checkpointing"] is False
@@ -139,9 +168,9 @@ def test_an_existing_output_is_kept_unless_forced(tmp_path, capfd):
     assert "❌ ERROR: " in capfd.readouterr().out and path.read_text() == "keep: me\n"
 
 
-def test_qlora_on_a_mac_is_refused_by_the_preflight(tmp_path, capfd):
+def test_qlora_on_a_mac_under_torch_is_refused_by_the_preflight(tmp_path, capfd):
     code = VALIDATE(["--config", "configs/training_config_m4.yaml", "--output_dir", str(tmp_path / "o"),
-                     "--no-data", "--load_in_4bit", "true"])
+                     "--no-data", "--backend", "torch"])
     out = capfd.readouterr().out
     assert code == 1
     assert "❌ ERROR: load_in_4bit needs CUDA (bitsandbytes), and this run is for m4" in out

@@ -52,32 +52,21 @@ LABELS = {"trainkit": "trainkit", "trl": "plain TRL"}
 SYNTHETIC_EXAMPLES = 2000
 SYNTHETIC_LENGTHS = (200, 1800)
 
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
-# Checked in order: the first match wins.
-PEAK_BF16_FLOPS = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("GH200", 989e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-)
 MFU_FORMULA = ("MFU = (4 + 2 if activation checkpointing) x N x non-padding tokens per step / step time / peak; "
                "N = parameters without the input embedding; peak = the GPU's dense bf16 FLOP/s")
 
 
 def peak_flops(device_name: str | None) -> float | None:
-    if not device_name:
-        return None
-    for key, flops in PEAK_BF16_FLOPS:
-        if key in device_name:
-            return flops
-    return None
+    """The card's dense bf16 FLOP/s (trainkit.preflight.duration.PEAK_TFLOPS); None for a card it does not know."""
+    from trainkit.preflight import duration
+
+    return duration.peak_flops(device_name)
 
 
 def flops_per_token(params: int, recompute: bool) -> int:
-    return (6 if recompute else 4) * params
+    from trainkit.preflight import duration
+
+    return int(duration.flop_per_token(params, recompute))
 
 
 # ------------------------------------------------------------------------------------------------------------

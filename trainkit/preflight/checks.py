@@ -173,18 +173,25 @@ def check_target_modules(model, config, report: Report) -> None:
             )
 
 
-def check_backend(config, report: Report) -> None:
-    """backend: mlx needs MLX and mlx-lm, Apple Silicon (or MLX's CPU build for --platform cpu) and one process."""
+def check_backend(config, report: Report, training: bool = True) -> None:
+    """backend: mlx needs MLX and mlx-lm, Apple Silicon (or MLX's CPU build for --platform cpu) and one process.
+
+    Validating a Mac's config elsewhere (not `training`) checks everything else and says it cannot train here."""
     if getattr(config.trainkit, "backend", "torch") != "mlx":
         return
     import sys
 
+    elsewhere = sys.platform != "darwin" and config.platform != "cpu"
+    if elsewhere and not training:
+        report.warning(f"backend: mlx trains on Apple Silicon: this {sys.platform} machine checks the config but "
+                       "cannot train it", "train it on the Mac (scripts/train_m4_local.sh), or set backend: torch")
+        return
     missing = [name for name in ("mlx", "mlx_lm") if importlib.util.find_spec(name) is None]
     if missing:
         report.error(f"backend: mlx but {' and '.join(missing)} is not installed",
                      "install the pinned versions: pip install -r requirements-local.txt "
                      "(scripts/setup_m4_local.sh does it), or set backend: torch")
-    elif sys.platform != "darwin" and config.platform != "cpu":
+    elif elsewhere:
         report.error(f"backend: mlx runs on Apple Silicon; on {sys.platform} only MLX's CPU build, for --platform cpu",
                      "set backend: torch for a GPU run")
     if world_size() > 1:
@@ -204,7 +211,7 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     report_sources(config, report)
     check_values(config, report)
     check_one_process_per_gpu(config, report)
-    check_backend(config, report)
+    check_backend(config, report, training)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
     from trainkit.preflight.speed import check_lm_head_target, check_padding_free_attention
@@ -229,8 +236,12 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     strategy = decide_strategy(config, report, estimate, training=training)
     if estimate is not None:
         check_memory_and_disk(estimate.with_settings(shards=strategy.shards), source, config, report)
-    if data and reachable:
-        check_data(source, config, report)
+    stats = check_data(source, config, report) if data and reachable else None
+    if model is not None:
+        from trainkit.preflight.duration import check_duration
+
+        check_duration(config, sum(p.numel() for p in model.parameters()),
+                       stats.tokens / stats.examples if stats and stats.examples else None, report)
 
 
 def decide_strategy(config, report: Report, estimate, *, training: bool = False):
@@ -301,7 +312,8 @@ def check_output_dirs(config, report: Report) -> None:
         check_writable_dir(Path(log_file).parent, "the log directory (TRAINKIT_LOG_FILE)", report)
 
 
-def check_data(source: ModelSource, config, report: Report) -> None:
+def check_data(source: ModelSource, config, report: Report):
+    """The data checks; the token-length statistics (trainkit.data.token_checks.LengthStats) when it got that far."""
     from trainkit.data.checks import check_chat_file, check_duplicates, check_string_arguments
     from trainkit.data.token_checks import check_token_lengths
     from trainkit.data.training_view import resolve_view
@@ -310,13 +322,14 @@ def check_data(source: ModelSource, config, report: Report) -> None:
     train = check_chat_file(args.train_file, "train_file", report)
     validation = check_chat_file(args.validation_file, "validation_file", report) if args.validation_file else None
     if report.errors:
-        return
+        return None
     check_duplicates(train, validation, report)
     check_string_arguments([args.train_file, args.validation_file], report)
     tokenizer = load_tokenizer(source, report)
     view = resolve_view(tokenizer, config.sft, report) if tokenizer is not None else None
-    if view is not None:
-        check_token_lengths(view, [args.train_file, args.validation_file], report)
+    if view is None:
+        return None
+    return check_token_lengths(view, [args.train_file, args.validation_file], report)
 
 
 def estimate_memory(model, config):
@@ -347,7 +360,7 @@ def check_memory_and_disk(estimate, source: ModelSource, config, report: Report)
 
     sft, margs, targs = config.sft, config.model, config.trainkit
     load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
-    budget, _ = memory_budget_gb(config)
+    budget, budget_source = memory_budget_gb(config)
     if targs.activation_checkpointing_auto:
         from trainkit.preflight.speed import decide_activation_checkpointing
 
@@ -358,7 +371,7 @@ def check_memory_and_disk(estimate, source: ModelSource, config, report: Report)
                  max_length=sft.max_length,
                  activation_checkpointing=bool(sft.activation_checkpointing),
                  load_in_4bit=load_in_4bit,
-                 processes=world_size())
+                 processes=world_size(), budget_source=budget_source)
     params = estimate.architecture.params
     save_total_limit = sft.save_total_limit or max(1, (sft.max_steps or 0) // max(1, sft.save_steps or 1))
     check_run_disk(

@@ -89,7 +89,7 @@ def memory_budget_gb(run) -> tuple[float | None, str]:
     from trainkit.preflight import memory
 
     if run.trainkit.memory_budget_gb is not None:
-        return run.trainkit.memory_budget_gb, "memory_budget_gb"
+        return run.trainkit.memory_budget_gb, "set by memory_budget_gb"
     if run.platform == "m4":
         found = recommended_working_set_bytes(getattr(run.trainkit, "backend", "torch"))
         if found:

@@ -394,8 +394,9 @@ def platform_budget_gb(platform: str, override: float | None = None) -> float | 
 def check_memory(estimate: MemoryEstimate, budget_gb: float | None, report, *, batch_size: int | None = None,
                  gradient_accumulation_steps: int = 1, max_length: int | None = None,
                  activation_checkpointing: bool | None = None, load_in_4bit: bool | None = None,
-                 processes: int = 1) -> None:
+                 processes: int = 1, budget_source: str | None = None) -> None:
     """Add one finding to `report`: OK within 85 % of the budget, WARNING above, ERROR over it.
+    `budget_source` says where the budget comes from (trainkit.preflight.gpu.memory_budget_gb).
 
     The keyword arguments are the run's current values (by default the ones the estimate was made with);
     `processes` train together, so an unsharded run may shard over them. A warning or error names the first
@@ -410,7 +411,8 @@ def check_memory(estimate: MemoryEstimate, budget_gb: float | None, report, *, b
         return
     budget = budget_gb * GB
     share = estimate.total / budget
-    summary = f"estimated peak memory {estimate.total / GB:.1f} GB is {share:.0%} of the {budget_gb:g} GB budget"
+    summary = (f"estimated peak memory {estimate.total / GB:.1f} GB is {share:.0%} of the {budget_gb:g} GB budget"
+               + (f" ({budget_source})" if budget_source else ""))
     if share <= WARNING_FRACTION:
         report.ok(f"memory: {summary}: {estimate}")
         return

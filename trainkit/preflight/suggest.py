@@ -9,9 +9,12 @@ trainkit.preflight.memory's estimate, and the lengths from the data rendered wit
 (or approximated from bytes when no tokenizer is available offline). What is chosen, in order:
 
 - max_length covering at least 99 % of the examples (rounded up to 64), unless memory forbids;
+- on a Mac, backend: mlx (trainkit's loop over mlx-lm), and the budget is the GPU's working set (Metal's
+  figure on this Mac; two thirds of unified memory when planning for another);
 - bf16 weights without activation checkpointing at the largest micro-batch that fits under 85 % of
-  the budget (the preflight's warning line); failing that, with checkpointing; failing that, on CUDA
-  only, QLoRA (4-bit base weights through bitsandbytes); failing that, a shorter max_length;
+  the budget (the preflight's warning line); failing that, with checkpointing; failing that, QLoRA
+  (4-bit base weights: bitsandbytes on CUDA, MLX's quantization on a Mac); failing that, a shorter
+  max_length;
 - gradient accumulation up to the preset's effective batch; max_steps from epochs x examples /
   effective batch, or from --hours at the estimated throughput; learning rate by model size, scaled
   with the square root of the effective batch; warmup 3 % of the steps.
@@ -41,9 +44,12 @@ from trainkit.preflight.memory import (
 
 DEVICE_OF_PLATFORM = {"h100": "cuda", "m4": "mps", "cpu": "cpu"}
 PLATFORM_MEMORY_GB = {"h100": 80, "m4": 32}
-# What a run may plan to use of the accelerator's memory: 70 of an H100's 80 GB, 28 of a 32 GB Mac
-# (memory.PLATFORM_BUDGET_GB), the rest left to what the estimate cannot see.
+# What a run may plan to use of the accelerator's memory: 70 of an H100's 80 GB (memory.PLATFORM_BUDGET_GB),
+# the rest left to what the estimate cannot see.
 BUDGET_FRACTION = 0.875
+# A Mac's GPU may keep about two thirds of unified memory resident (Metal's recommended working set);
+# on the Mac itself Metal reports the exact figure.
+MAC_WORKING_SET_SHARE = 2 / 3
 DEFAULT_MAX_LENGTH = {"cuda": 2048, "mps": 1024, "cpu": 512}
 MICRO_BATCHES = (16, 8, 4, 2, 1)
 SEVEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -52,10 +58,6 @@ BYTES_PER_TOKEN_GUESS = 3.6  # UTF-8 bytes per BPE token for English chat text, 
 # LoRA learning rate at an effective batch of 16, by base model size (parameters).
 LR_BY_SIZE = ((1e9, 5e-4), (4e9, 3e-4), (15e9, 2e-4), (math.inf, 1e-4))
 REFERENCE_BATCH = 16
-# Sustained training FLOP/s by device: about 15 % of the bf16 peak (H100 989 TFLOP/s; a 24 GB card about
-# 165), which is what LoRA with small micro-batches and padded sequences reaches; an M4 GPU a few TFLOP/s.
-FLOPS = {"cuda-large": 150e12, "cuda": 25e12, "mps": 3e12, "cpu": 0.05e12}
-QLORA_SLOWDOWN = 1.3  # dequantising every weight on every use
 DEFAULT_STEPS = 1000
 SOURCE_NAMES = ("command line", "config", "preset", "suggested")
 # Keys the memory search takes as given when someone fixed them.
@@ -69,10 +71,21 @@ class Machine:
     device: str  # cuda, mps or cpu
     memory_gb: float  # accelerator memory (system memory on CPU), as a card is sold: GiB
     memory_source: str
+    working_set_gb: float | None = None  # a Mac's GPU working set as Metal reports it, on the Mac itself
 
     @property
     def budget_gb(self) -> float:
+        if self.device == "mps":
+            return round(self.working_set_gb or self.memory_gb * MAC_WORKING_SET_SHARE, 1)
         return round(self.memory_gb * BUDGET_FRACTION, 1)
+
+    @property
+    def budget_reason(self) -> str:
+        if self.device != "mps":
+            return f"{BUDGET_FRACTION:.1%} of {self.memory_gb:g} GB ({self.memory_source})"
+        if self.working_set_gb:
+            return f"the GPU's recommended working set of this Mac's {self.memory_gb:g} GB"
+        return f"about two thirds of {self.memory_gb:g} GB ({self.memory_source}): a Mac GPU's working set"
 
 
 @dataclass
@@ -141,6 +154,13 @@ def machine_for(platform: str = "auto", memory_gb: float | None = None) -> Machi
     device = DEVICE_OF_PLATFORM[platform]
     if memory_gb is not None:
         return Machine(platform, device, float(memory_gb), "--memory-gb")
+    if device == here == "mps":
+        from trainkit.preflight.gpu import recommended_working_set_bytes
+        from trainkit.preflight.memory import GB
+
+        found = recommended_working_set_bytes("mlx") or recommended_working_set_bytes("torch")
+        return Machine(platform, device, detect_memory_gb(device), "this machine",
+                       round(found / GB, 1) if found else None)
     if device == here or platform == "cpu":
         return Machine(platform, device, detect_memory_gb(device), "this machine")
     return Machine(platform, device, float(PLATFORM_MEMORY_GB[platform]), f"a typical {platform}")
@@ -211,7 +231,7 @@ def search(arch, machine: Machine, target_bytes: float, *, max_length: int, weig
         [b for b in MICRO_BATCHES if b <= batch_cap] or [1]
     checkpointing = [fixed["activation_checkpointing"]] if "activation_checkpointing" in fixed else [False, True]
     quantized = [fixed["load_in_4bit"]] if "load_in_4bit" in fixed else \
-        ([False, True] if machine.device == "cuda" else [False])
+        ([False, True] if can_quantize(machine, fixed) else [False])
     lengths = [max_length] if "max_length" in fixed else \
         [max_length] + [n for n in (max_length // 2, max_length // 4, max_length // 8) if n >= 256]
 
@@ -234,7 +254,7 @@ def search(arch, machine: Machine, target_bytes: float, *, max_length: int, weig
                 smallest = estimate_from(arch, settings(machine, batch=min(batches), max_length=length,
                                                         weight_bytes=weight_bytes, load_in_4bit=False,
                                                         lora_r=lora_r, checkpointing=max(checkpointing)))
-                notes.append(f"QLoRA (load_in_4bit via bitsandbytes): bf16 weights "
+                notes.append(f"QLoRA (load_in_4bit via {quantizer(machine)}): bf16 weights "
                              f"{smallest.weights / GB:.1f} GB plus activations need {smallest.total / GB:.1f} GB "
                              f"even at batch {min(batches)} and max_length {length} with activation "
                              f"checkpointing, over the "
@@ -246,6 +266,19 @@ def search(arch, machine: Machine, target_bytes: float, *, max_length: int, weig
 
 # ---------------------------------------------------------------------------------------------------------------
 # The suggestion
+
+
+def backend_of(machine: Machine, fixed: dict) -> str:
+    return fixed.get("backend", "mlx" if machine.platform == "m4" else "torch")
+
+
+def can_quantize(machine: Machine, fixed: dict) -> bool:
+    """4-bit base weights: bitsandbytes needs CUDA; MLX quantizes on a Mac."""
+    return machine.device == "cuda" or (machine.platform == "m4" and backend_of(machine, fixed) == "mlx")
+
+
+def quantizer(machine: Machine) -> str:
+    return "bitsandbytes" if machine.device == "cuda" else "MLX"
 
 
 def base_learning_rate(params: int) -> float:
@@ -261,15 +294,21 @@ def two_digits(x: float) -> float:
 
 
 def flops_per_second(machine: Machine) -> float:
-    if machine.device == "cuda":
-        return FLOPS["cuda-large"] if machine.memory_gb >= 70 else FLOPS["cuda"]
-    return FLOPS[machine.device]
+    """What a LoRA run sustains on the machine (trainkit.preflight.duration): this machine's chip when it is the
+    one planned for, else the platform's (an H100; a 24 GB CUDA card; a base M4)."""
+    from trainkit.preflight.duration import PLATFORM_CHIP, sustained_flops, this_chip
+
+    chip = this_chip(machine.device) if machine.memory_source == "this machine" else None
+    if chip is None:
+        small_card = machine.device == "cuda" and machine.memory_gb < 70
+        chip = "RTX 4090" if small_card else PLATFORM_CHIP.get(machine.platform)
+    return sustained_flops(machine.device, chip)[0]
 
 
 def tokens_per_second(params: int, machine: Machine, checkpointing: bool, load_in_4bit: bool) -> float:
-    # Frozen base: forward 2N, backward to the inputs 2N (no weight gradients), recompute 2N when checkpointing.
-    per_token = (6 if checkpointing else 4) * params
-    tps = flops_per_second(machine) / per_token
+    from trainkit.preflight.duration import QLORA_SLOWDOWN, flop_per_token
+
+    tps = flops_per_second(machine) / flop_per_token(params, checkpointing)
     return tps / QLORA_SLOWDOWN if load_in_4bit else tps
 
 
@@ -290,9 +329,10 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
         fixed.update(values)
     s = Suggestion(model_name, machine, chosen)
 
-    if machine.device != "cuda" and fixed.get("load_in_4bit"):
-        raise ConfigError(f"load_in_4bit needs CUDA (bitsandbytes), and {machine.platform} has none",
-                          "remove load_in_4bit, or plan for an h100/CUDA machine with --platform h100")
+    if fixed.get("load_in_4bit") and not can_quantize(machine, fixed):
+        raise ConfigError(f"load_in_4bit needs CUDA (bitsandbytes) or, on a Mac, backend: mlx, and this plan is "
+                          f"for {machine.platform} with backend {backend_of(machine, fixed)}",
+                          "remove load_in_4bit, or plan for a Mac with backend: mlx or an h100 (--platform)")
     source = locate_model(model_name)
     report = Report("SUGGEST")
     model = build_meta_model(source, report)
@@ -302,7 +342,10 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
     s.architecture_line = report.findings[-1].message
     params = sum(p.numel() for p in model.parameters())
 
-    # Precision and LoRA
+    # Backend, precision and LoRA
+    if machine.platform == "m4":
+        s.set("backend", "mlx", "trainkit's loop over mlx-lm: 4-bit bases, no MPS attention bugs, the same "
+                                "tokens, checkpoints and adapter format as torch")
     if machine.device == "cpu":
         s.set("bf16", False, "CPU trains in fp32: exact, and bf16 matmuls are slow there")
     else:
@@ -345,12 +388,12 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
     fit, notes = search(arch, machine, target, max_length=fixed.get("max_length", wanted), weight_bytes=weight_bytes,
                         lora_r=lora_r, batch_cap=effective_target, fixed=fixed)
     if fit is None:
+        four_bit = can_quantize(machine, fixed)
         smallest = estimate_from(arch, settings(machine, batch=1, max_length=256, weight_bytes=weight_bytes,
-                                                load_in_4bit=machine.device == "cuda", lora_r=lora_r,
-                                                checkpointing=True))
+                                                load_in_4bit=four_bit, lora_r=lora_r, checkpointing=True))
         raise ConfigError(
             f"{model_name} does not fit {machine.platform} with {machine.memory_gb:g} GB: even batch 1, "
-            f"max_length 256, activation checkpointing" + (", 4-bit" if machine.device == "cuda" else "")
+            f"max_length 256, activation checkpointing" + (", 4-bit" if four_bit else "")
             + f" needs {smallest.total / GB:.1f} GB, over the {target / GB:.1f} GB planning target "
             f"({WARNING_FRACTION:.0%} of a {budget:g} GB budget)",
             "train a smaller model, or plan for a machine with more memory (--platform, --memory-gb)",
@@ -358,8 +401,7 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
     s.notes += notes
     s.budget_gb = budget
     if budget != platform_budget_gb(machine.platform):
-        s.set("memory_budget_gb", budget, f"{BUDGET_FRACTION:.1%} of {machine.memory_gb:g} GB "
-                                          f"({machine.memory_source}); the preflight checks the estimate against it")
+        s.set("memory_budget_gb", budget, f"{machine.budget_reason}; the preflight checks the estimate against it")
     if fit.max_length < wanted:
         cut = profile.cut_by(fit.max_length) if profile else None
         s.set("max_length", fit.max_length, f"memory forbids {wanted}" + (f": {cut} of {profile.examples} examples "
@@ -381,7 +423,8 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
           "it fits without: no recomputation, about a third faster" if not fit.checkpointing
           else "without it the activations do not fit at batch 1")
     if fit.load_in_4bit:
-        s.set("load_in_4bit", True, "bf16 weights and activations do not fit (see the QLoRA line); needs bitsandbytes")
+        s.set("load_in_4bit", True, f"bf16 weights and activations do not fit (see the QLoRA line); "
+                                    f"{quantizer(machine)} quantizes the base")
 
     # Steps and duration
     tps = measured_tokens_per_second or tokens_per_second(params, machine, fit.checkpointing, fit.load_in_4bit)
@@ -452,7 +495,7 @@ def layer_over(s: Suggestion, layers) -> None:
 # Output
 
 GROUPS = (
-    ("Where", ("platform", "model_name_or_path", "train_file", "validation_file", "output_dir")),
+    ("Where", ("platform", "backend", "model_name_or_path", "train_file", "validation_file", "output_dir")),
     ("Length of the run", ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                            "learning_rate", "lr_scheduler_type", "warmup_steps", "max_length")),
     ("Memory", ("bf16", "activation_checkpointing", "load_in_4bit", "memory_budget_gb")),
