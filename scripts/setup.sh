@@ -16,9 +16,9 @@
 #         never a source build), data links,
 #         W&B key, then validate_environment, check_gpu, check_storage (50 GB free, outputs and
 #         HF cache on /workspace) and validate_training_config.
-#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error, < 32 GB warning), Python 3.10-3.12,
-#         .venv-local/ from requirements-local.txt, MPS, data links, W&B key, the checkers, and
-#         a reminder that training takes 12–18 h here versus 3–4 h on an H100.
+#   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error), Python 3.10-3.12, .venv-local/
+#         from requirements-local.txt (the pinned torch, mlx and mlx-lm), MPS and MLX on Metal
+#         (check_gpu), data links, W&B key, the checkers (with the duration from FLOPs and the chip).
 #   cpu   any machine: .venv-local/ and the tiny model (what `make setup` builds), the checkers on
 #         configs/smoke.yaml. `make demo` runs this.
 #
@@ -340,7 +340,7 @@ setup_h100() {
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
 }
 
-# setup_m4 — chip, unified memory, Python, .venv-local/, data, W&B, checkers, the duration warning.
+# setup_m4 — chip, unified memory, Python, .venv-local/, data, W&B, checkers (MPS and Metal through check_gpu).
 setup_m4() {
   local chip mem
   say "Apple-Silicon Mac setup in $root"
@@ -360,14 +360,10 @@ setup_m4() {
   mem="$(tk_memsize_gb)" ||
     tk_die "$TK_EXIT_ERROR" "cannot read the unified memory size (sysctl -n hw.memsize)" "run sysctl -n hw.memsize to see why"
   if ((mem < 16)); then
-    tk_die "$TK_EXIT_ERROR" "$mem GB unified memory is too little: a 7-8B LoRA needs at least 16 GB (32 GB recommended)" \
+    tk_die "$TK_EXIT_ERROR" "$mem GB unified memory is too little: a 7-8B LoRA needs at least 16 GB, even with a 4-bit base" \
       "train on a RunPod H100 instead: scripts/setup_runpod_h100.sh"
-  elif ((mem < 32)); then
-    tk_warning "$mem GB unified memory is below the 32 GB configs/training_config_m4.yaml is sized for: expect swapping or out-of-memory" \
-      "close other apps and lower max_length (e.g. --max_length 512), or train on a RunPod H100"
-  else
-    say "unified memory: $mem GB"
   fi
+  say "unified memory: $mem GB (the preflight sizes the run to the GPU's working set)"
 
   step "Python and .venv-local/"
   check_python
@@ -382,8 +378,7 @@ setup_m4() {
   run_check check_gpu.py --env m4
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" ${data_flag[@]+"${data_flag[@]}"}
-  tk_warning "training takes 12–18 h on this Mac versus 3–4 h on a RunPod H100" \
-    "keep the Mac on power and awake (caffeinate -dimsu), or use scripts/setup_runpod_h100.sh for a faster run"
+  say "the duration estimate above is computed from FLOPs for this chip; keep the Mac on power and awake while it trains"
 }
 
 # setup_cpu — Python, .venv-local/ and the tiny model (as `make setup`), checkers on the smoke config.

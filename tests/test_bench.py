@@ -114,3 +114,32 @@ def test_the_gpu_path_random_weights_and_synthetic_tokens_runs_on_cpu_with_the_t
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert result["model"] == "tiny-chat (random weights, synthetic data)"
     assert result["tokens_per_second"] > 0 and result["padding_share"] == 0
+
+
+def test_the_mlx_run_trains_random_weights_of_an_architecture_on_synthetic_tokens(tmp_path):
+    pytest.importorskip("mlx_lm")
+    proc = subprocess.run([PYTHON, "scripts/benchmark.py", "--architecture", "models/tiny-chat", "--runs", "mlx",
+                           "--steps", "3", "--skip", "1", "--out", str(tmp_path)],
+                          cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert (result["run"], result["label"]) == ("mlx", "trainkit mlx")
+    assert result["model"] == "tiny-chat (random weights, synthetic data)"
+    assert result["settings"]["attn_implementation"] == "mlx" and not result["settings"]["packing"]
+    assert result["tokens_per_second"] > 0 and 0 <= result["padding_share"] < 1
+    assert len(result["steps"]) == 3 and all(s["real_tokens"] > 0 for s in result["steps"])
+    assert "mlx" in result["versions"] and all(field in result for field in FIELDS)
+
+
+def test_on_a_mac_make_bench_compares_the_torch_backend_on_mps_with_mlx(monkeypatch):
+    import importlib.util
+    import sys
+
+    from trainkit import bench
+
+    monkeypatch.setattr(bench, "cuda_available", lambda: False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert (bench.default_runs(), bench.default_config()) == ("trainkit,mlx", "configs/bench_m4.yaml")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert (bench.default_runs(), bench.default_config()) == ("trainkit,trl", "configs/bench_cpu.yaml")

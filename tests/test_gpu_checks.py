@@ -31,8 +31,13 @@ def load_script(name: str):
 check_gpu_cli = load_script("check_gpu")
 
 
+METAL = {"available": True, "device_name": "Apple M4 Pro", "max_recommended_working_set_size": 21.3 * 2**30,
+         "matmul_error": 1e-7}
+
+
 def fake_machine(monkeypatch, *, cuda: GpuProperties | None = None, mac_gb: float | None = None,
-                 matmul_error: float = 1e-7):
+                 matmul_error: float = 1e-7, metal: dict | None = METAL):
+    monkeypatch.setattr(gpu, "mlx_metal_probe", lambda: metal)
     monkeypatch.setattr(config, "cuda_available", lambda: cuda is not None)
     monkeypatch.setattr(config, "mps_available", lambda: mac_gb is not None)
     monkeypatch.setattr(gpu, "gpu_properties", lambda index=0: cuda)
@@ -105,19 +110,49 @@ def test_a_16gb_card_without_bf16_is_insufficient_and_warned_about_precision(mon
     assert "compute capability 7.5 has no bf16" in text(report.warnings)
 
 
-def test_a_16gb_mac_is_insufficient(monkeypatch):
-    fake_machine(monkeypatch, mac_gb=16)
+def test_an_8gb_mac_is_too_small_even_for_a_4_bit_base(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=8)
     device, report = check("m4")
     assert device == "mps"
     [error] = report.errors
-    assert "unified memory: 16.0 GB (INSUFFICIENT)" in error.message
+    assert error.message == "unified memory: 8.0 GB: a 7B LoRA needs at least 16 GB on a Mac, even with a 4-bit base"
 
 
-def test_a_24gb_mac_is_low(monkeypatch):
-    fake_machine(monkeypatch, mac_gb=24)
+@pytest.mark.parametrize("mac_gb", [16, 24])
+def test_a_16_or_24gb_mac_trains_a_7b_with_the_4_bit_base_through_mlx(monkeypatch, mac_gb):
+    fake_machine(monkeypatch, mac_gb=mac_gb)
     _, report = check("m4")
-    assert not report.errors
-    assert "unified memory: 24.0 GB (LOW)" in text(report.warnings)
+    assert not report.errors and not report.warnings
+    assert f"unified memory: {mac_gb:.1f} GB: a 7B trains with the 4-bit base through MLX" in text(report.findings)
+
+
+@pytest.mark.parametrize(("metal", "finding"), [
+    (None, "warning MLX is not installed: backend: mlx (the m4 config's) cannot train here"),
+    ({"available": False}, "error MLX is installed but sees no Metal GPU"),
+    ({**METAL, "matmul_error": 0.5}, "error a matmul through MLX on Metal gave wrong results (relative error 5.0e-01)"),
+    (METAL, "ok MLX on Metal: Apple M4 Pro, recommended working set 21.3 GB (the memory budget); matmul test passed"),
+])
+def test_the_mac_check_asks_mlx_for_metal_and_a_correct_matmul(monkeypatch, metal, finding):
+    fake_machine(monkeypatch, mac_gb=32, metal=metal)
+    _, report = check("m4")
+    assert finding in [f"{f.level} {f.message}" for f in report.findings]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on a Mac, MLX sees Metal")
+def test_mlx_s_cpu_build_answers_the_metal_probe_with_no_gpu():
+    pytest.importorskip("mlx")
+    assert gpu.mlx_metal_probe() == {"available": False}
+
+
+def test_a_broken_mlx_install_is_one_error_naming_what_it_raised(monkeypatch):
+    fake_machine(monkeypatch, mac_gb=32)
+
+    def broken():
+        raise OSError("libmlx.dylib: image not found")
+
+    monkeypatch.setattr(gpu, "mlx_metal_probe", broken)
+    _, report = check("m4")
+    assert "MLX could not use the GPU: OSError: libmlx.dylib: image not found" in text(report.errors)
 
 
 def test_a_32gb_m4_is_adequate_and_gets_the_m4_config(monkeypatch):
@@ -217,10 +252,10 @@ def test_the_cli_exits_1_when_a_gpu_is_required_and_there_is_none(monkeypatch, c
     assert out.count("❌ ERROR:") == 1 and last_tagged(out).startswith("❌ ERROR: no GPU found")
 
 
-def test_the_cli_exits_1_on_a_16gb_mac(monkeypatch, capsys):
-    fake_machine(monkeypatch, mac_gb=16)
+def test_the_cli_exits_1_on_an_8gb_mac(monkeypatch, capsys):
+    fake_machine(monkeypatch, mac_gb=8)
     assert check_gpu_cli.main(["--env", "m4"]) == 1
-    assert "INSUFFICIENT" in last_tagged(capsys.readouterr().out)
+    assert "a 7B LoRA needs at least 16 GB on a Mac" in last_tagged(capsys.readouterr().out)
 
 
 def test_a_bad_flag_is_one_error_line_and_exit_1_not_argparse_2(capsys):

@@ -12,6 +12,9 @@ outputs/bench/. The parent prints them side by side.
 - trl: `SFTTrainer` with TRL's defaults, given the same model, data, LoRA, max_length, seed and batch
   numbers (per_device_train_batch_size x gradient_accumulation_steps). With packing, a trainkit batch
   item is a bin of up to max_length tokens where TRL's is one example: compare tokens/s, not steps/s.
+- mlx: the same config under `backend: mlx` (trainkit's loop over mlx-lm; length-sorted buckets, no
+  packing). On a Mac `make bench` runs trainkit (torch on MPS) against it on configs/bench_m4.yaml, so
+  the two backends train the same model, data and batches; elsewhere it runs on MLX's CPU build.
 
 On CPU the model is the tiny local one and the data data/sample/. On CUDA (H100 config) the model is built
 from configs/architectures/Qwen--Qwen2.5-7B-Instruct/config.json with random weights (no download), the data
@@ -27,6 +30,7 @@ attention's own FLOPs and the adapters' are left out. Peak is the GPU's dense bf
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -47,8 +51,9 @@ CUDA_CONFIG = "configs/training_config_h100.yaml"
 ARCHITECTURE = ROOT / "configs" / "architectures" / "Qwen--Qwen2.5-7B-Instruct"
 TOKENIZER = ROOT / "models" / "tiny-chat"
 TAG = "BENCH"
-RUNS = ("trainkit", "trl")
-LABELS = {"trainkit": "trainkit", "trl": "plain TRL"}
+RUNS = ("trainkit", "trl", "mlx")
+LABELS = {"trainkit": "trainkit", "trl": "plain TRL", "mlx": "trainkit mlx"}
+M4_CONFIG = "configs/bench_m4.yaml"
 SYNTHETIC_EXAMPLES = 2000
 SYNTHETIC_LENGTHS = (200, 1800)
 
@@ -306,6 +311,102 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
         })
 
 
+def measure_mlx(config_path: str, steps: int, skip: int, architecture: str | None = None) -> dict:
+    """One run of trainkit's MLX backend on the config; `architecture`: random weights on synthetic tokens."""
+    import mlx.core as mx
+    import mlx_lm
+    import psutil
+    import torch
+    import transformers
+    import trl
+
+    from trainkit.core.report import Report
+    from trainkit.preflight.checks import preflight
+    from trainkit.train.faults import Faults
+    from trainkit.train.mlx_backend import MlxBackend, MlxSession
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
+        config = child_config(config_path, steps, tmp)
+        config.trainkit.backend = "mlx"
+        config.sft.packing = False  # the MLX loop batches length-sorted buckets
+        report = Report("PREFLIGHT")
+        preflight(config, report, data=False)  # decides activation_checkpointing: auto, as for the torch run
+        if report.errors:
+            report.print_findings()
+            raise ConfigError("the benchmark config fails the preflight under backend: mlx", "see the ERROR above")
+        loaded = None
+        if architecture:
+            from mlx_lm.tokenizer_utils import TokenizerWrapper
+            from mlx_lm.utils import load_model
+            from transformers import AutoTokenizer
+
+            model, _ = load_model(Path(architecture), strict=False)  # no weight files: MLX's random init
+            model.set_dtype(getattr(mx, config.model.dtype))
+            loaded = (model, TokenizerWrapper(AutoTokenizer.from_pretrained(TOKENIZER)))
+            vocab = json.loads((Path(architecture) / "config.json").read_text())["vocab_size"]
+            rows = synthetic_dataset(vocab, config.sft.seed)["train"]["input_ids"]
+            data = {"train": [(ids[:config.sft.max_length], [1] * min(len(ids), config.sft.max_length))
+                              for ids in rows]}
+        else:
+            data = {"train": MlxBackend().load_data(config)["train"]}
+        meter = Meter(False)
+        session = MlxSession(config, data, [meter.callback()], Faults(), loaded=loaded)
+        batch = session._batch
+
+        def counted(indices, examples=None):
+            inputs, targets, mask = batch(indices, examples)
+            rows = session.examples if examples is None else examples
+            meter.real += sum(len(rows[i][0]) for i in indices)
+            meter.padded += int(inputs.shape[0] * (inputs.shape[1] + 1))  # the rows before the shift by one
+            return inputs, targets, mask
+
+        session._batch = counted
+        session.train(None)
+        from mlx.utils import tree_flatten
+
+        params = sum(v.size for name, v in tree_flatten(session.model.parameters())
+                     if "lora_" not in name and "embed_tokens" not in name)
+        if sys.platform == "darwin" and mx.metal.is_available():
+            peak, peak_kind = mx.get_peak_memory(), "MLX peak memory (Metal)"
+            from trainkit.preflight.gpu import apple_chip
+
+            device_name = apple_chip() or "Apple GPU"
+        else:
+            import resource
+
+            peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+            device_name = "cpu (MLX)"
+        sft = config.sft
+        return summarize({
+            "run": "mlx",
+            "label": LABELS["mlx"],
+            "config": config_path,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": "mlx",
+            "device_name": device_name,
+            "versions": {"mlx": mx.__version__, "mlx_lm": mlx_lm.__version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "trl": trl.__version__},
+            "model": f"{Path(architecture).name} (random weights, synthetic data)" if architecture
+                     else config.model.model_name_or_path,
+            "settings": {
+                "attn_implementation": "mlx", "packing": False, "padding_free": False,
+                "activation_checkpointing": bool(sft.activation_checkpointing),
+                "per_device_train_batch_size": sft.per_device_train_batch_size,
+                "gradient_accumulation_steps": sft.gradient_accumulation_steps,
+                "max_length": sft.max_length, "load_in_4bit": bool(config.model.load_in_4bit),
+                "dtype": config.model.dtype,
+            },
+            "steps": meter.steps,
+            "skip": skip,
+            "time_to_first_step_s": round(meter.first_step_at - psutil.Process().create_time(), 2),
+            "peak_memory_bytes": peak,
+            "peak_memory_kind": peak_kind,
+            "estimate_bytes": memory_estimate(config, bool(sft.activation_checkpointing), architecture),
+            "params": params,
+            "peak_flops": None,
+        })
+
+
 def summarize(result: dict) -> dict:
     """Add the figures the table shows, from the per-step measurements."""
     steps = result["steps"][result["skip"]:]
@@ -342,7 +443,8 @@ def summarize(result: dict) -> dict:
 
 def child_main(args) -> int:
     try:
-        result = measure(args.child, args.config, args.steps, args.skip, args.architecture)
+        run = measure_mlx if args.child == "mlx" else functools.partial(measure, args.child)
+        result = run(args.config, args.steps, args.skip, args.architecture)
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
         return exc.exit_code
@@ -360,8 +462,21 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def on_a_mac_with_mlx() -> bool:
+    import importlib.util
+
+    return sys.platform == "darwin" and importlib.util.find_spec("mlx_lm") is not None
+
+
 def default_config() -> str:
-    return CUDA_CONFIG if cuda_available() else CPU_CONFIG
+    if cuda_available():
+        return CUDA_CONFIG
+    return M4_CONFIG if on_a_mac_with_mlx() else CPU_CONFIG
+
+
+def default_runs() -> str:
+    """trainkit against plain TRL; on a Mac, the torch backend (MPS) against the MLX one."""
+    return "trainkit,mlx" if on_a_mac_with_mlx() and not cuda_available() else "trainkit,trl"
 
 
 def gb(n: float | None) -> str:
@@ -416,10 +531,12 @@ def run_child(kind: str, args, stamp: str) -> tuple[int, Path, Path]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="scripts/benchmark.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help=f"config to benchmark (default: {CUDA_CONFIG} on CUDA, {CPU_CONFIG} else)")
+    parser.add_argument("--config", help=f"config to benchmark (default: {CUDA_CONFIG} on CUDA, {M4_CONFIG} on a "
+                                         f"Mac with MLX, {CPU_CONFIG} else)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (default 40)")
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of the medians and rates (default 5)")
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated: trainkit, trl (default both)")
+    parser.add_argument("--runs", help="comma-separated: trainkit, trl, mlx (default trainkit,trl; on a Mac "
+                                       "trainkit,mlx: torch on MPS against MLX)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="where the JSON files go (default outputs/bench)")
     parser.add_argument("--architecture",
                         help="train a model built from DIR/config.json with random weights on synthetic token data "
@@ -433,9 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
+    args.runs = args.runs or default_runs()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if not runs or any(r not in RUNS for r in runs):
-        protocol.error(f"--runs must list trainkit and/or trl, not {args.runs!r}", "use --runs trainkit,trl")
+        protocol.error(f"--runs must list trainkit, trl and/or mlx, not {args.runs!r}", "use --runs trainkit,trl")
         return ExitCode.ERROR
     if args.skip < 0 or args.steps <= args.skip:
         protocol.error(f"--steps ({args.steps}) must be larger than --skip ({args.skip})",
@@ -471,15 +589,18 @@ def main(argv: list[str] | None = None) -> int:
         protocol.section(TAG, f"{LABELS[kind]}: {results[-1]['tokens_per_second']:,.0f} non-padding tokens/s; "
                               f"result in {result}")
     first = results[0]
-    print(f"\n{first['device_name']} | torch {first['versions']['torch']} | transformers "
-          f"{first['versions']['transformers']} | trl {first['versions']['trl']} | {first['date']}")
+    devices = " / ".join(dict.fromkeys(r["device_name"] for r in results))
+    mlx = next((r["versions"] for r in results if "mlx" in r["versions"]), None)
+    print(f"\n{devices} | torch {first['versions']['torch']} | transformers "
+          f"{first['versions']['transformers']} | trl {first['versions']['trl']}"
+          + (f" | mlx {mlx['mlx']} | mlx-lm {mlx['mlx_lm']}" if mlx else "") + f" | {first['date']}")
     print("\n".join(table(results)))
-    print(f"\n{MFU_FORMULA}\npeak memory: {first['peak_memory_kind']}; estimate error = (estimate - measured) "
-          f"/ measured\n")
+    kinds = " / ".join(dict.fromkeys(r["peak_memory_kind"] for r in results))
+    print(f"\n{MFU_FORMULA}\npeak memory: {kinds}; estimate error = (estimate - measured) / measured\n")
     if len(results) == 2:
         speedup = results[0]["tokens_per_second"] / results[1]["tokens_per_second"]
-        protocol.success(f"benchmark complete: trainkit {speedup:.2f}x the non-padding tokens/s of plain TRL; "
-                         f"JSON in {args.out}")
+        protocol.success(f"benchmark complete: {results[0]['label']} {speedup:.2f}x the non-padding tokens/s of "
+                         f"{results[1]['label']}; JSON in {args.out}")
     else:
         protocol.success(f"benchmark complete: JSON in {args.out}")
     return ExitCode.OK

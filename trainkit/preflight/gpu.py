@@ -27,6 +27,8 @@ from trainkit.preflight.gpu_models import H100_MIN_GB, is_h100_80gb  # noqa: F40
 GB = 2**30
 INSUFFICIENT, LOW, ADEQUATE, EXCELLENT = "INSUFFICIENT", "LOW", "ADEQUATE", "EXCELLENT"
 LOW_GB, ADEQUATE_GB, EXCELLENT_GB = 20, 24, 70
+# Unified memory for a 7B on a Mac: the 4-bit base through MLX from 16 GB, bf16 weights from 48 GB.
+MAC_MIN_GB, MAC_BF16_GB = 16, 48
 MATMUL_TOLERANCE = 1e-2  # relative; TF32 matmuls land near 1e-3, a broken device far above
 H100_CONFIG = "configs/training_config_h100.yaml"
 M4_CONFIG = "configs/training_config_m4.yaml"
@@ -273,8 +275,72 @@ def check_mps_device(report: Report) -> None:
     memory = unified_memory_bytes()
     report.ok(f"Apple GPU (MPS): {apple_chip() or 'Apple Silicon'}, {gb(memory):.1f} GB unified memory")
     check_matmul("mps", report)
-    check_memory(memory, report, "unified memory")
+    check_metal(report)
+    check_mac_memory(memory, report)
     recommend("mps", memory, report)
+
+
+def check_mac_memory(memory_bytes: int, report: Report) -> None:
+    """A Mac trains a 7B under MLX with a 4-bit base: ~9.4 GB with activation checkpointing fits the GPU working
+    set of a 16 GB Mac (about two thirds of it); bf16 weights want 48 GB and more."""
+    size = gb(memory_bytes)
+    text = f"unified memory: {size:.1f} GB"
+    if size < MAC_MIN_GB:
+        report.error(f"{text}: a 7B LoRA needs at least {MAC_MIN_GB} GB on a Mac, even with a 4-bit base",
+                     "train a smaller model, or on a RunPod H100 (scripts/setup_runpod_h100.sh)")
+    elif size < MAC_BF16_GB:
+        report.ok(f"{text}: a 7B trains with the 4-bit base through MLX (the m4 config's backend: mlx, "
+                  "load_in_4bit); the preflight's estimate decides activation checkpointing")
+    else:
+        report.ok(f"{text}: room for a 7B in bf16 as well (load_in_4bit: false)")
+
+
+def mlx_metal_probe() -> dict | None:
+    """MLX's view of the Mac's GPU: device_info plus the error of a small matmul on it (None: it matched float64);
+    None when MLX is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlx") is None:
+        return None
+    import mlx.core as mx
+    import numpy as np
+
+    if not mx.metal.is_available():
+        return {"available": False}
+    info = dict(mx.metal.device_info())
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((256, 256)), rng.standard_normal((256, 256))
+    with mx.stream(mx.gpu):
+        product = np.array(mx.array(a, dtype=mx.float32) @ mx.array(b, dtype=mx.float32))
+    info["available"] = True
+    info["matmul_error"] = float(np.max(np.abs(product - a @ b)) / np.max(np.abs(a @ b)))
+    return info
+
+
+def check_metal(report: Report) -> None:
+    """backend: mlx (the m4 config's) trains through Metal: MLX must see the GPU and compute on it correctly."""
+    try:
+        info = mlx_metal_probe()
+    except Exception as exc:  # a broken MLX install: say what it raised
+        report.error(f"MLX could not use the GPU: {exc.__class__.__name__}: {exc}",
+                     "reinstall the pinned mlx: .venv-local/bin/pip install --force-reinstall -r "
+                     "requirements-local.txt")
+        return
+    if info is None:
+        report.warning("MLX is not installed: backend: mlx (the m4 config's) cannot train here",
+                       "install the pinned versions: scripts/setup_m4_local.sh, or pip install -r "
+                       "requirements-local.txt; backend: torch trains on MPS without it")
+    elif not info["available"]:
+        report.error("MLX is installed but sees no Metal GPU",
+                     "use macOS 14+ on Apple Silicon in a native arm64 shell, and the mlx from requirements-local.txt")
+    elif info["matmul_error"] > 1e-3:
+        report.error(f"a matmul through MLX on Metal gave wrong results (relative error {info['matmul_error']:.1e})",
+                     "update macOS and reinstall the pinned mlx; until then set backend: torch")
+    else:
+        working_set = info.get("max_recommended_working_set_size")
+        report.ok(f"MLX on Metal: {info.get('device_name') or 'Apple GPU'}"
+                  + (f", recommended working set {gb(int(working_set)):.1f} GB (the memory budget)" if working_set
+                     else "") + "; matmul test passed")
 
 
 def recommend(device: str, memory_bytes: int, report: Report) -> None:

@@ -11,6 +11,7 @@ from trainkit.core.signals import StopRequest, agree_across_ranks
 from trainkit.core.status import RunStatus, now_iso
 from trainkit.preflight.device_figures import device_figures
 from trainkit.train.faults import Faults, InjectedCrash, poison_weights
+from trainkit.train.throughput import ThroughputWatch
 
 
 def format_duration(seconds: float | None) -> str:
@@ -47,6 +48,8 @@ class TrainkitCallback(TrainerCallback):
         self.t0 = None
         self.first_step = 0
         self.last_tokens = None
+        self.throughput = ThroughputWatch()
+        self.interval_dirty = True  # the first interval of a start holds the startup
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0 = time.time()
@@ -126,6 +129,14 @@ class TrainkitCallback(TrainerCallback):
             elif elapsed > 0:
                 tokens_per_second = logs["num_tokens"] / elapsed
             self.last_tokens = (logs["num_tokens"], now)
+        slower = self.throughput.observe(tokens_per_second, clean=not self.interval_dirty)
+        self.interval_dirty = False
+        if slower:
+            self.status.event("slow", tokens_per_second=round(tokens_per_second, 1),
+                              baseline_tokens_per_second=round(self.throughput.baseline, 1))
+            self.warn(f"{slower}: the machine is throttling or busy",
+                      "on a Mac: power adapter, lid open, Low Power Mode off, heavy apps closed (the thermal watch "
+                      "says when it is heat); on a pod: nvidia-smi for clocks and other processes")
         self.status.update(
             step=state.global_step,
             max_steps=state.max_steps,
@@ -146,7 +157,11 @@ class TrainkitCallback(TrainerCallback):
                 f"lr {logs.get('learning_rate', 0):.2e} | {tps} | ETA {format_duration(eta)}",
             )
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.interval_dirty = True  # its time is not training throughput
+
     def on_save(self, args, state, control, **kwargs):
+        self.interval_dirty = True
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
         self.status.update(last_checkpoint=path)
         self.status.event("checkpoint", path=path)

@@ -122,7 +122,9 @@ def epoch_batches(examples: list, batch_size: int, seed: int, epoch: int) -> lis
 
 
 class MlxSession:
-    def __init__(self, config, data: dict, callbacks: list, faults):
+    def __init__(self, config, data: dict, callbacks: list, faults, loaded: tuple | None = None):
+        """`loaded`: (model, mlx-lm TokenizerWrapper) built elsewhere (make bench's random weights); else mlx-lm
+        loads model_name_or_path."""
         import mlx.core as mx
         import mlx.nn as nn
         import mlx.optimizers as optim
@@ -141,7 +143,7 @@ class MlxSession:
         self.guard = DivergenceGuard(config.trainkit.loss_spike_factor)
         self.continuation = None
         mx.random.seed(self.sft.seed)
-        self.model, self.tokenizer = load(str(config.model.model_name_or_path))
+        self.model, self.tokenizer = loaded or load(str(config.model.model_name_or_path))
         # The generation config the torch model would load: the tool-call evaluation stops on the same tokens.
         self.model.generation_config = generation_config(config.model.model_name_or_path)
         if config.model.load_in_4bit:
