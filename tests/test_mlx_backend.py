@@ -56,7 +56,7 @@ def test_an_mlx_run_trains_checkpoints_and_ends_with_a_peft_adapter(straight):
     steps = [line for line in run.lines if line.startswith("[TRAINING-CPU] step ")]
     assert steps[-1].startswith("[TRAINING-CPU] step 6/6")
     status = read_json(out / "status.json")
-    assert (status["state"], status["step"], status["exit_code"]) == ("completed", 6, 0)
+    assert (status["state"], status["step"], status["exit_code"], status["backend"]) == ("completed", 6, 0, "mlx")
     assert status["tokens_per_second"] and status["tokens_per_second"] > 0
     saved = checkpoints.checkpoint_dirs(out)
     assert [c.step for c in saved] == [6, 4, 2]
@@ -240,6 +240,17 @@ def test_a_nan_loss_under_mlx_is_exit_3_with_the_last_good_state_saved_and_finit
         assert checkpoints.problems(saved) == []
         assert all(np.isfinite(v).all() for v in adapter(saved.path).values())
     assert read_json(out / "status.json")["state"] == "diverged"
+
+
+def test_non_finite_weights_under_mlx_are_never_saved_and_the_newest_periodic_checkpoint_is_named(tmp_path):
+    out = tmp_path / "nan-weights"
+    run = run_train(out, *MLX, *STEPS, env=base_env(TRAINKIT_FAULT_NAN_WEIGHTS_AT_STEP=4))
+    assert run.returncode == 3, run.output[-3000:]
+    assert run.verdict.startswith("❌ ERROR: trainable weights became non-finite (model.layers.0.")
+    assert run.verdict.endswith(") at step 4: training diverged; the weights are no longer finite, so no checkpoint "
+                                "was saved: the newest periodic checkpoint is checkpoint-2")
+    assert [c.step for c in checkpoints.checkpoint_dirs(out)] == [2]
+    assert all(np.isfinite(v).all() for v in adapter(out / "checkpoint-2").values())
 
 
 def test_load_in_4bit_under_mlx_trains_lora_over_a_4_bit_base(tmp_path):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import jsonschema
+
+from conftest import ROOT
 from trainkit.core.signals import StopRequest
 from trainkit.core.status import EVENTS_FILE, RunStatus
 from trainkit.train import callbacks
@@ -71,3 +74,6 @@ def test_the_callback_warns_and_records_a_slow_event_when_the_steps_slow_down(tm
     events = [json.loads(line) for line in (tmp_path / EVENTS_FILE).read_text().splitlines()]
     slow = [e for e in events if e["event"] == "slow"]
     assert len(slow) == 1 and slow[0]["tokens_per_second"] == 333.3 and slow[0]["baseline_tokens_per_second"] == 1000
+    schema = json.loads((ROOT / "docs" / "events.schema.json").read_text())
+    for event in events:
+        jsonschema.validate(event, schema)

@@ -20,6 +20,7 @@ Unset in production; the code paths they reach are the production ones.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,17 @@ def poison_gradient(model) -> None:
 
 
 def poison_weights(model) -> None:
-    """One element of the first trainable weight becomes NaN, as an update from NaN gradients would leave it."""
+    """One element of the first trainable weight becomes NaN, as an update from NaN gradients would leave it
+    (a torch model, or backend: mlx's mlx-lm model)."""
+    if type(model).__module__.startswith("mlx_lm."):
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+
+        name, value = tree_flatten(model.trainable_parameters())[0]
+        flat = value.reshape(-1)
+        poisoned = mx.concatenate([mx.array([math.nan], dtype=value.dtype), flat[1:]]).reshape(value.shape)
+        model.load_weights([(name, poisoned)], strict=False)
+        return
     import torch
 
     for param in model.parameters():

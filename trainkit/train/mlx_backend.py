@@ -358,6 +358,7 @@ class MlxSession:
         import mlx.core as mx
         from mlx.utils import tree_flatten
 
+        self.check_weights()  # no checkpoint is ever written from non-finite weights
         step = self.state.global_step
         path = self.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         path.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,8 @@ def run(argv: list[str] | None = None) -> int:
 
             return dry_run(config, config.dry_run)
         status = claim.take(config.output_dir)
-        status.update(device=config.device, platform=config.platform, max_steps=config.sft.max_steps,
+        status.update(device=config.device, platform=config.platform, backend=config.trainkit.backend,
+                      max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
         code = train(config, status, stop, started)
