@@ -97,12 +97,18 @@ def key_line(name: str, text: str, width: int = 100) -> str:
     return f"{head:<31} {body}" if len(head) < 31 else f"{head}\n{' ' * 32}{body}"
 
 
+# trainkit keys a config sets through another key's value; --help-all lists them.
+SET_THROUGH_ANOTHER_KEY = {"activation_checkpointing_auto": "activation_checkpointing: auto"}
+
+
 def short_help() -> str:
     from trainkit.config.settings import TrainkitArguments
 
     fields = fields_by_name()
     out = [USAGE, "trainkit's keys:"]
     for f in dataclasses.fields(TrainkitArguments):
+        if f.name in SET_THROUGH_ANOTHER_KEY:
+            continue
         text = f.metadata.get("help", "")
         if "choices" in f.metadata:
             text += f" One of: {', '.join(f.metadata['choices'])}."

@@ -99,14 +99,12 @@ class TrainkitArguments:
     )
     eval_max_examples: int | None = field(
         default=None,
-        metadata={"help": "Most validation examples in each eval loss, a fixed sample of the file (unset: all of "
-                  "them). On a Mac a full validation file at eval batch 1 can take hours."},
+        metadata={"help": "Cap on the validation examples of each eval loss, one fixed sample (unset: all)."},
     )
     more_steps: int = field(
         default=0,
-        metadata={"help": "Continue a finished run for this many more steps, from its final checkpoint with its "
-                  "optimizer state; the learning rate gets a new warmup + cosine segment "
-                  "(trainkit.train.continuation)."},
+        metadata={"help": "Continue a finished run for N more steps, its optimizer state kept, on a new warmup + "
+                  "cosine segment."},
     )
     activation_checkpointing_auto: bool = field(
         default=False,
