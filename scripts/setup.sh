@@ -12,8 +12,8 @@
 #         >= 530.30.02: +cu128 from PyTorch's index; older: refused; trainkit/preflight/torch_build.py), the
 #         conda env from environment-remote.yml with that pin (created; updated when it changed;
 #         else reused), torch checked on the GPU (CUDA build, cuda.is_available(), a bf16 matmul),
-#         flash-attn from a prebuilt wheel (none for this torch/CUDA/Python: SDPA, with a WARNING;
-#         never a source build), data links,
+#         the attention kernel attn_implementation: auto picks (flash-attn 3/2 from the Hub through
+#         the pinned `kernels`, fetched and checked on the GPU; never a source build), data links,
 #         W&B key, then validate_environment, check_gpu, check_storage (50 GB free, outputs and
 #         HF cache on /workspace) and validate_training_config.
 #   m4    Apple-Silicon Mac: chip, unified memory (< 16 GB error), Python 3.10-3.12, .venv-local/
@@ -324,11 +324,10 @@ setup_h100() {
   step "torch on the GPU"
   "$py" -m trainkit.preflight.torch_build verify --tag "$tag" || exit "$TK_EXIT_ERROR"
 
-  step "flash-attn"
-
-  # A prebuilt flash-attn wheel matching torch/CUDA/Python, or SDPA; never an unasked source build.
-  "$py" scripts/install_attention.py --log "$log" ||
-    tk_warning "the attention installer failed; training uses SDPA attention" "details in $log"
+  step "attention"
+  # The Hub flash-attn kernel attn_implementation: auto picks (kernels, pinned in the env), fetched into the HF
+  # cache and checked on the GPU now, so no run downloads it; never a flash-attn source build.
+  run_check prefetch_attention.py --config "$config" --tag "$tag"
 
   step "data and W&B key"
   link_data

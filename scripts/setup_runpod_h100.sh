@@ -3,8 +3,8 @@
 #
 # One command on a RunPod H100 pod: checks the H100 80GB and picks the torch wheel for the NVIDIA
 # driver (refusing a driver older than 530), creates or updates the conda env from
-# environment-remote.yml (--recreate rebuilds it), checks torch on the GPU, installs flash-attn (SDPA
-# fallback when it cannot), links the data, finds the W&B key, and runs the preflight checkers
+# environment-remote.yml (--recreate rebuilds it), checks torch on the GPU, fetches and checks the
+# attention kernel (flash-attn from the Hub, no wheel), links the data, finds the W&B key, and runs the checkers
 # (50 GB free disk, outputs and HF cache on /workspace, configs/training_config_h100.yaml).
 # Idempotent. Ends with "✅ SUCCESS: h100 setup complete" (exit 0) or "❌ ERROR: …" (exit 1).
 # Same as scripts/setup.sh --platform h100; its --help lists the details and variables.

@@ -50,6 +50,8 @@ def base_env(**extra) -> dict:
         WANDB_MODE="offline",
         PYTHONUNBUFFERED="1",
         TOKENIZERS_PARALLELISM="false",
+        # No test asks a real package index: torch_build's index check reads these pages.
+        TRAINKIT_WHEEL_INDEX_ROOT=f"file://{ROOT / 'tests' / 'fixtures' / 'wheel-index'}",
     )
     env.pop("NO_COLOR", None)
     env.update({k: str(v) for k, v in extra.items()})

@@ -143,3 +143,17 @@ def test_on_a_mac_make_bench_compares_the_torch_backend_on_mps_with_mlx(monkeypa
     assert (bench.default_runs(), bench.default_config()) == ("trainkit,mlx", "configs/bench_m4.yaml")
     monkeypatch.setattr(sys, "platform", "linux")
     assert (bench.default_runs(), bench.default_config()) == ("trainkit,trl", "configs/bench_cpu.yaml")
+    monkeypatch.setattr(bench, "cuda_available", lambda: True)
+    assert (bench.default_runs(), bench.default_config()) == ("trainkit,padded,trl",
+                                                              "configs/training_config_h100.yaml")
+
+
+def test_the_padded_run_trains_trainkits_settings_with_packing_off(tmp_path):
+    proc = subprocess.run([PYTHON, "scripts/benchmark.py", "--runs", "padded", "--steps", "3", "--skip", "1",
+                           "--out", str(tmp_path)], cwd=ROOT, env=base_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert (result["run"], result["label"]) == ("padded", "trainkit padded")
+    assert not result["settings"]["packing"] and not result["settings"]["padding_free"]
+    assert result["padding_share"] > 0, "one example per row: the batch is padded"

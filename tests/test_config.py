@@ -16,6 +16,9 @@ def fake_machine(monkeypatch, cuda=False, mps=False, bf16=True, flash=False):
     monkeypatch.setattr(config, "mps_available", lambda: mps)
     monkeypatch.setattr(config, "cuda_bf16_supported", lambda: bf16)
     monkeypatch.setattr(config, "flash_attn_installed", lambda: flash)
+    from trainkit.config import attention
+
+    monkeypatch.setattr(attention, "kernels_version", lambda: None)  # tests/test_attention.py covers kernels
 
 
 def args(**model_fields):
@@ -62,7 +65,7 @@ def test_cuda_without_bf16_support_defaults_to_fp32_and_refuses_explicit_bf16(mo
 def test_flash_attention_is_refused_where_it_cannot_run(monkeypatch):
     fake_machine(monkeypatch)
     trainkit_args, model = args(attn_implementation="flash_attention_2")
-    with pytest.raises(ConfigError, match="needs CUDA and the flash-attn package"):
+    with pytest.raises(ConfigError, match="attn_implementation=flash_attention_2 needs CUDA"):
         config.finish(trainkit_args, sft_for("cpu"), model, "cpu")
 
 

@@ -136,13 +136,28 @@ def test_a_cpu_build_of_torch_on_a_gpu_machine_is_an_error(monkeypatch):
     assert "CPU-only build" in messages(check("h100").errors)
 
 
-def test_no_flash_attn_is_a_warning_that_training_falls_back_to_sdpa(monkeypatch):
+def test_neither_kernels_nor_flash_attn_is_a_warning_that_training_uses_sdpa(monkeypatch):
+    from trainkit.config import attention
+
     h100_pod(monkeypatch, flash=False)
+    monkeypatch.setattr(attention, "kernels_version", lambda: None)
     report = check("h100")
     assert not report.errors
     [warning] = report.warnings
-    assert "SDPA" in warning.message and "scripts/install_attention.py" in warning.hint
+    assert warning.message == ("no flash attention here: no kernels package (pip install kernels==0.18.3; setup "
+                               "installs it), and no flash-attn package: training uses SDPA attention (slower, more "
+                               "memory)")
     assert "--no-build-isolation" not in warning.hint, "never point at an unasked source build"
+
+
+def test_the_pinned_kernels_is_all_the_pod_needs_for_flash_attention(monkeypatch):
+    from trainkit.config import attention
+
+    h100_pod(monkeypatch, flash=False)
+    monkeypatch.setattr(attention, "kernels_version", lambda: "0.18.3")
+    report = check("h100")
+    assert not report.errors and not report.warnings
+    assert "kernels 0.18.3: attention from the Hub's flash-attn kernels (no wheel needed)" in messages(report.findings)
 
 
 def test_flash_attn_that_is_found_but_fails_to_import_is_an_error(monkeypatch):

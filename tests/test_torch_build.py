@@ -104,3 +104,32 @@ def test_verify_on_a_cpu_only_torch_is_an_error_before_training_is_paid_for():
 
 def test_the_bf16_matmul_check_is_accurate_where_it_runs():
     assert torch_build.bf16_matmul_error("cpu") < torch_build.BF16_TOLERANCE
+
+
+def test_the_index_check_finds_the_pinned_wheel_for_the_envs_python_on_both_indexes(monkeypatch):
+    monkeypatch.setenv(torch_build.INDEX_ROOT_ENV, f"file://{ROOT / 'tests' / 'fixtures' / 'wheel-index'}")
+    tag = torch_build.python_tag(SPEC)
+    assert tag == "cp311"
+    assert torch_build.check_index(PYPI_BUILD, tag) is None
+    assert torch_build.check_index(FALLBACK_BUILD, tag) is None
+
+
+def test_an_index_without_the_pinned_torch_for_this_python_is_refused_before_conda(monkeypatch, capsys):
+    monkeypatch.setenv(torch_build.INDEX_ROOT_ENV, f"file://{ROOT / 'tests' / 'fixtures' / 'wheel-index'}")
+    missing = torch_build.check_index(FALLBACK_BUILD, "cp313")
+    assert missing == ("file://" + str(ROOT / "tests/fixtures/wheel-index/download.pytorch.org/whl/cu128/torch/"
+                       "index.html") + " lists no torch 2.13.0+cu128 wheel for cp313 on Linux x86_64: conda would "
+                       "fail after minutes of downloads")
+    page = "<a>torch-2.13.0-cp311-cp311-manylinux_2_28_aarch64.whl</a><a>torch-2.13.0-cp311-cp311-win_amd64.whl</a>"
+    assert not torch_build.lists_wheel(page, PYPI_BUILD, "cp311"), "only a Linux x86_64 wheel counts"
+
+
+def test_an_index_that_cannot_be_reached_is_a_warning_and_the_build_goes_on(monkeypatch, capsys):
+    monkeypatch.setenv(torch_build.INDEX_ROOT_ENV, "file:///nonexistent-index")
+    assert torch_build.check_index(PYPI_BUILD, "cp311") is None
+    assert capsys.readouterr().out.startswith("⚠️ WARNING: could not ask file:///nonexistent-index/pypi.org/simple/")
+
+
+def test_trls_loss_kernel_check_agrees_with_cross_entropy_on_the_cpu_path():
+    # On CUDA this runs TRL's Triton kernel; here the same function folds the tiles with torch ops.
+    assert torch_build.loss_kernel_error("cpu") < torch_build.LOSS_TOLERANCE

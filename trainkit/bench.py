@@ -12,6 +12,8 @@ outputs/bench/. The parent prints them side by side.
 - trl: `SFTTrainer` with TRL's defaults, given the same model, data, LoRA, max_length, seed and batch
   numbers (per_device_train_batch_size x gradient_accumulation_steps). With packing, a trainkit batch
   item is a bin of up to max_length tokens where TRL's is one example: compare tokens/s, not steps/s.
+- padded: trainkit's settings with packing off (one example per row, padded): on CUDA `make bench` runs
+  trainkit, padded and trl, so packing against padding is measured with the attention auto picks.
 - mlx: the same config under `backend: mlx` (trainkit's loop over mlx-lm; length-sorted buckets, no
   packing). On a Mac `make bench` runs trainkit (torch on MPS) against it on configs/bench_m4.yaml, so
   the two backends train the same model, data and batches; elsewhere it runs on MLX's CPU build.
@@ -51,8 +53,8 @@ CUDA_CONFIG = "configs/training_config_h100.yaml"
 ARCHITECTURE = ROOT / "configs" / "architectures" / "Qwen--Qwen2.5-7B-Instruct"
 TOKENIZER = ROOT / "models" / "tiny-chat"
 TAG = "BENCH"
-RUNS = ("trainkit", "trl", "mlx")
-LABELS = {"trainkit": "trainkit", "trl": "plain TRL", "mlx": "trainkit mlx"}
+RUNS = ("trainkit", "trl", "mlx", "padded")
+LABELS = {"trainkit": "trainkit", "trl": "plain TRL", "mlx": "trainkit mlx", "padded": "trainkit padded"}
 M4_CONFIG = "configs/bench_m4.yaml"
 SYNTHETIC_EXAMPLES = 2000
 SYNTHETIC_LENGTHS = (200, 1800)
@@ -221,7 +223,10 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
         config = child_config(config_path, steps, tmp)
         cuda = config.device == "cuda"
-        if kind == "trainkit":
+        if kind == "padded":
+            config.sft.packing = config.sft.padding_free = False
+            kind = "trainkit_padded"
+        if kind in ("trainkit", "trainkit_padded"):
             report = Report("PREFLIGHT")
             preflight(config, report, data=False)
             if report.errors:
@@ -231,7 +236,7 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
         if architecture:
             from transformers import AutoTokenizer
 
-            attn = config.model.attn_implementation if kind == "trainkit" else "sdpa"
+            attn = config.model.attn_implementation if kind != "trl" else "sdpa"
             model = random_model(architecture, attn, config.model.dtype, "cuda" if cuda else "cpu")
             tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
             data = synthetic_dataset(model.config.vocab_size, config.sft.seed)
@@ -241,7 +246,7 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
         else:
             data = load_chat_data(config.trainkit.train_file, None)
         meter = Meter(cuda)
-        if kind == "trainkit":
+        if kind != "trl":
             trainer = build_trainer(config, {"train": data["train"]}, [meter.callback()], Faults(),
                                     model=model, processing_class=tokenizer)
             args = config.sft
@@ -275,9 +280,10 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
             peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
             device_name = "cpu"
         estimate = memory_estimate(config, recompute, architecture)
+        run = "padded" if kind == "trainkit_padded" else kind
         return summarize({
-            "run": kind,
-            "label": LABELS[kind],
+            "run": run,
+            "label": LABELS[run],
             "config": config_path,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": config.device,
@@ -475,8 +481,11 @@ def default_config() -> str:
 
 
 def default_runs() -> str:
-    """trainkit against plain TRL; on a Mac, the torch backend (MPS) against the MLX one."""
-    return "trainkit,mlx" if on_a_mac_with_mlx() and not cuda_available() else "trainkit,trl"
+    """trainkit against plain TRL (on CUDA also trainkit padded: packing against padding with the attention auto
+    picks); on a Mac, the torch backend (MPS) against the MLX one."""
+    if cuda_available():
+        return "trainkit,padded,trl"
+    return "trainkit,mlx" if on_a_mac_with_mlx() else "trainkit,trl"
 
 
 def gb(n: float | None) -> str:
@@ -535,8 +544,8 @@ def parse_args(argv):
                                          f"Mac with MLX, {CPU_CONFIG} else)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run (default 40)")
     parser.add_argument("--skip", type=int, default=5, help="first steps left out of the medians and rates (default 5)")
-    parser.add_argument("--runs", help="comma-separated: trainkit, trl, mlx (default trainkit,trl; on a Mac "
-                                       "trainkit,mlx: torch on MPS against MLX)")
+    parser.add_argument("--runs", help="comma-separated: trainkit, trl, mlx, padded (default trainkit,trl; on CUDA "
+                                       "trainkit,padded,trl; on a Mac trainkit,mlx: torch on MPS against MLX)")
     parser.add_argument("--out", default=str(BENCH_DIR), help="where the JSON files go (default outputs/bench)")
     parser.add_argument("--architecture",
                         help="train a model built from DIR/config.json with random weights on synthetic token data "
@@ -553,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     args.runs = args.runs or default_runs()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if not runs or any(r not in RUNS for r in runs):
-        protocol.error(f"--runs must list trainkit, trl and/or mlx, not {args.runs!r}", "use --runs trainkit,trl")
+        protocol.error(f"--runs must list trainkit, trl, mlx or padded, not {args.runs!r}", "use --runs trainkit,trl")
         return ExitCode.ERROR
     if args.skip < 0 or args.steps <= args.skip:
         protocol.error(f"--steps ({args.steps}) must be larger than --skip ({args.skip})",

@@ -16,6 +16,8 @@ setup() {
   write_stubs
   export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" TRAINKIT_PYTHON="$STUB_BIN/python-stub"
   export RUNPOD_POD_ID=pod-test NO_COLOR=1
+  # torch_build's index check reads the fixture pages, never a real index.
+  export TRAINKIT_WHEEL_INDEX_ROOT="file://$REPO_ROOT/tests/fixtures/wheel-index"
   unset WANDB_API_KEY CONDA_EXE TRAINKIT_CONDA_ENV TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_FLASH_ATTN_FAILS
   unset STUB_TORCH_NO_GPU
   export STUB_GPU="NVIDIA H100 80GB HBM3, 81559" STUB_CUDA=13.0 STUB_DRIVER=580.82.07
@@ -65,7 +67,9 @@ add_final_data() {
   assert_line "[SETUP-H100] NVIDIA driver 580.82.07: torch 2.13.0 from PyPI (built for CUDA 13.0, needs driver >= 580.65.06)"
   assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
   assert_line "[SETUP-H100] torch 2.13.0 (CUDA 13.0) sees NVIDIA H100 80GB HBM3; bf16 matmul OK (stub)"
-  assert_line "✅ SUCCESS: install_attention.py passed (stub)"
+  assert_line "✅ SUCCESS: prefetch_attention.py passed (stub)"
+  run grep -F "scripts/prefetch_attention.py --config configs/training_config_h100.yaml --tag SETUP-H100" "$STUB_LOG"
+  assert_success
   assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
   run grep -c "^conda env create -n weatherman -f $REPO/logs/environment-remote.h100.yml$" "$STUB_LOG"
@@ -106,11 +110,11 @@ add_final_data() {
   assert_output 0
 }
 
-@test "torch that finds no GPU after the env build stops the setup before flash-attn and the checkers" {
+@test "torch that finds no GPU after the env build stops the setup before the attention step and the checkers" {
   STUB_TORCH_NO_GPU=1 run -1 "$REPO/scripts/setup_runpod_h100.sh"
   assert_equal "${lines[-2]}" "❌ ERROR: torch 2.13.0 (CUDA 13.0) finds no GPU"
-  refute_line --partial "flash-attn"
-  run grep -c -e "flash-attn" -e "scripts/validate" "$STUB_LOG"
+  refute_line --partial "attention"
+  run grep -c -e "prefetch_attention" -e "scripts/validate" "$STUB_LOG"
   assert_output 0
 }
 
@@ -121,7 +125,7 @@ add_final_data() {
   assert_success
   assert_line "[SETUP-H100] step GPU and driver: 1m15s (total 1m15s)"
   assert_line "[SETUP-H100] step conda env: 1m15s (total 2m30s)"
-  assert_line --regexp '^\[SETUP-H100\] step (torch on the GPU|flash-attn|data and W&B key|preflight checks): 1m15s \(total [0-9]+m[0-9]{2}s\)$'
+  assert_line --regexp '^\[SETUP-H100\] step (torch on the GPU|attention|data and W&B key|preflight checks): 1m15s \(total [0-9]+m[0-9]{2}s\)$'
   assert_line "[SETUP-H100] setup took 7m30s"
 }
 
@@ -149,14 +153,15 @@ add_final_data() {
   assert_equal "${lines[-1]}" "  ↳ fix them and re-run scripts/setup_runpod_h100.sh; finished steps are skipped"
 }
 
-@test "setup never builds flash-attn from source: without a prebuilt wheel it is a WARNING and SDPA" {
+@test "the attention step never builds flash-attn: off the GPU it says so, fetches nothing and setup goes on" {
   [[ -x "$REAL_PYTHON" ]] || skip "needs $REAL_PYTHON (make setup)"
-  STUB_REAL="install_attention.py" run "$REPO/scripts/setup_runpod_h100.sh"
+  STUB_REAL="prefetch_attention.py" HF_HUB_OFFLINE=1 run "$REPO/scripts/setup_runpod_h100.sh"
   assert_success
-  # The test venv's torch is a CPU build, so the installer's answer is SDPA, and it says so.
-  assert_line --regexp "^⚠️ WARNING: torch .* has no CUDA: flash-attn cannot run, training uses SDPA attention$"
+  # The test venv's torch is a CPU build: the real step says what the config resolves to here.
+  assert_line "⚠️ WARNING: no CUDA here: attn_implementation resolves to sdpa; nothing to fetch"
+  assert_line "✅ SUCCESS: attention ready: sdpa"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
-  run grep -F "pip install flash-attn" "$STUB_LOG"
+  run grep -e "pip install flash-attn" -e "install_attention" "$STUB_LOG"
   assert_failure
 }
 

@@ -34,7 +34,8 @@ itself from the newest complete checkpoint in output_dir.
 COMMON_TRL_KEYS: dict[str, list[tuple[str, str]]] = {
     "model": [
         ("model_name_or_path", "hub id or local directory of the base model"),
-        ("attn_implementation", "sdpa, eager or flash_attention_2 (default: flash-attn on CUDA if present, else sdpa)"),
+        ("attn_implementation", "auto (default: flash-attn 3/2 from the Hub on CUDA, else sdpa), sdpa, eager, "
+                                "flash_attention_2"),
     ],
     "steps and batch": [
         ("learning_rate", "peak learning rate of AdamW"),

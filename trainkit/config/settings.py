@@ -137,6 +137,7 @@ class Config:
     dry_run: str | None = None  # "meta" or "load" for train.py --dry-run[=load] (trainkit.train.dryrun)
     sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
     strategy: object = None  # trainkit.preflight.strategy.Strategy, decided by the preflight
+    attention: object = None  # trainkit.config.attention.Choice, decided while parsing
 
     @property
     def tag(self) -> str:
@@ -203,6 +204,15 @@ def cuda_bf16_supported() -> bool:
 
 def flash_attn_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
+
+
+def attention_facts(device: str):
+    """What decides `attn_implementation: auto` on this machine (trainkit.config.attention.Facts)."""
+    import dataclasses
+
+    from trainkit.config.attention import probe
+
+    return dataclasses.replace(probe(device), flash_attn=flash_attn_installed())
 
 
 def detect_device() -> str:
@@ -384,7 +394,7 @@ def parse(argv: list[str] | None = None) -> Config:
         raise unknown_key_error([f.lstrip("-").split("=")[0] for f in flags], "the command line")
 
     trainkit_args.activation_checkpointing_auto = trainkit_args.activation_checkpointing_auto or auto_checkpointing
-    finish(trainkit_args, sft, model, device)
+    attention = finish(trainkit_args, sft, model, device)
     keep_effective_batch(trainkit_args, sft, {a[2:].split("=")[0] for a in argv if a.startswith("--")})
     platform = PLATFORM_OF_DEVICE[device] if trainkit_args.platform == "auto" else trainkit_args.platform
     sources = {key: f"config {config_path}" for key in values}
@@ -392,7 +402,7 @@ def parse(argv: list[str] | None = None) -> Config:
     sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
     if trainkit_args.effective_batch_size:
         sources["gradient_accumulation_steps"] = "effective_batch_size"
-    return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources)
+    return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources, attention=attention)
 
 
 def keep_effective_batch(trainkit_args: TrainkitArguments, sft, command_line: set[str]) -> None:
@@ -456,23 +466,19 @@ def check_model_path(name: str) -> None:
         )
 
 
-def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
-    """Fill in what depends on the machine and refuse what cannot work."""
+def finish(trainkit_args: TrainkitArguments, sft, model, device: str):
+    """Fill in what depends on the machine and refuse what cannot work; the attention chosen
+    (trainkit.config.attention.Choice)."""
     if not model.model_name_or_path:
         raise ConfigError("model_name_or_path is not set",
                           "add model_name_or_path: <hub id or local dir> to the config")
     check_model_path(model.model_name_or_path)
     if not model.use_peft:
         raise ConfigError("use_peft is false, but trainkit trains LoRA adapters", "remove use_peft from the config")
-    if model.attn_implementation is None:
-        model.attn_implementation = (
-            "flash_attention_2" if device == "cuda" and flash_attn_installed() else "sdpa"
-        )
-    elif model.attn_implementation.startswith("flash_attention") and not (device == "cuda" and flash_attn_installed()):
-        raise ConfigError(
-            f"attn_implementation={model.attn_implementation} needs CUDA and the flash-attn package",
-            "remove attn_implementation to use sdpa, or install flash-attn on the GPU machine",
-        )
+    from trainkit.config.attention import choose
+
+    chosen = choose(model.attn_implementation, attention_facts(device))
+    model.attn_implementation = chosen.implementation
     if sft.bf16 and device == "cuda" and not cuda_bf16_supported():
         raise ConfigError("bf16 is on but this GPU has no bf16 support", "set bf16: false and fp16: true")
     model.dtype = "bfloat16" if sft.bf16 else "float16" if sft.fp16 else "float32"
@@ -514,3 +520,4 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str) -> None:
                           "leave it unset to evaluate the whole validation_file, or set e.g. 200")
     # Trainer would resolve these relative to wherever it runs; pin them to the launch directory.
     sft.output_dir = str(Path(sft.output_dir or "outputs/run").resolve())
+    return chosen

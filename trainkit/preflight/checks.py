@@ -214,10 +214,17 @@ def preflight(config, report: Report, *, data: bool = True, training: bool = Fal
     check_backend(config, report, training)
     check_lora_recommendations(config, report)
     check_output_dirs(config, report)
-    from trainkit.preflight.speed import check_lm_head_target, check_padding_free_attention
+    from trainkit.preflight.speed import (
+        check_attention,
+        check_eval_batches,
+        check_lm_head_target,
+        check_padding_free_attention,
+    )
 
     check_lm_head_target(config, report)
+    check_attention(config, report)
     check_padding_free_attention(config, report)
+    check_eval_batches(config, report)
     source = model = estimate = None
     if not report.errors:
         from trainkit.preflight.environment import check_model_available

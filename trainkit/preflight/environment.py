@@ -159,10 +159,18 @@ def check_cuda(report: Report) -> bool:
 
 
 def check_flash_attn(report: Report) -> None:
+    """Fast attention on the pod: the Hub flash kernels through `kernels` (trainkit.config.attention), or the
+    flash_attn package; neither is a WARNING (SDPA), a package that does not import an ERROR."""
+    from trainkit.config.attention import KERNELS_PIN, Facts, kernels_note, kernels_range, kernels_version
+
+    facts = Facts("cuda", kernels_version=kernels_version(), kernels_range=kernels_range())
     if not config.flash_attn_installed():
-        report.warning("flash-attn is not installed: training falls back to SDPA attention (slower, more memory)",
-                       "python scripts/install_attention.py installs the prebuilt wheel for this torch/CUDA/Python "
-                       "when there is one (it never starts an hour-long source build)")
+        if facts.kernels_usable:
+            report.ok(f"kernels {facts.kernels_version}: attention from the Hub's flash-attn kernels (no wheel needed)")
+        else:
+            report.warning(f"no flash attention here: {kernels_note(facts)}, and no flash-attn package: training "
+                           "uses SDPA attention (slower, more memory)",
+                           f"pip install {KERNELS_PIN} in the env (scripts/setup_runpod_h100.sh pins it), then re-run")
         return
     problem = flash_attn_import_error()
     if problem:

@@ -48,15 +48,40 @@ def check_lm_head_target(config, report) -> None:
                      "remove lm_head from lora_target_modules (the projections inside the layers are what LoRA trains)")
 
 
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+def check_attention(config, report) -> None:
+    """The attention chosen while parsing (trainkit.config.attention), and why."""
+    chosen = config.attention
+    if chosen is not None:
+        report.ok(f"attention: {chosen.label} ({chosen.why})")
 
 
 def check_padding_free_attention(config, report) -> None:
     """Padding-free rows are fast only with a varlen kernel: SDPA and eager get a dense block mask over the row."""
+    from trainkit.config.attention import KERNELS_PIN, is_varlen
+
     sft, attention = config.sft, config.model.attn_implementation
     padding_free = sft.padding_free or (sft.packing and sft.packing_strategy in ("bfd", "bfd_split"))
-    if padding_free and attention not in VARLEN_ATTENTION:
+    if padding_free and not is_varlen(attention):
+        hint = (f"install the pinned {KERNELS_PIN} (scripts/setup_runpod_h100.sh does) so attn_implementation: auto "
+                "picks flash-attn from the Hub; or compare packing: false with make bench"
+                if config.device == "cuda" else "packing: false may be faster here: make bench measures both")
         report.warning(f"padding-free batches with {attention} attention: correct, but each packed row pays for a "
-                       "block mask over its whole length, slower than padded batches on CPU with make bench",
-                       "on a GPU install flash-attn (python scripts/install_attention.py); elsewhere packing: false "
-                       "may be faster (measure with make bench)")
+                       "block mask over its whole length, slower than padded batches on CPU with make bench", hint)
+
+
+def check_eval_batches(config, report) -> None:
+    """A packed, padding-free eval batch flattens per_device_eval_batch_size bins into one row (8 bins of 2,048 tokens:
+    a 16,384-token row, a 16k x 16k mask under SDPA): keep it to one bin per device unless eval_packing is set."""
+    sft = config.sft
+    strategy = str(getattr(sft.eval_strategy, "value", sft.eval_strategy))
+    padding_free = sft.padding_free or (sft.packing and sft.packing_strategy in ("bfd", "bfd_split"))
+    if strategy == "no" or not sft.packing or sft.eval_packing is not None or not padding_free:
+        return
+    rows = sft.per_device_eval_batch_size
+    if rows <= 1:
+        return
+    sft.per_device_eval_batch_size = 1
+    width = rows * sft.max_length
+    report.ok(f"eval batches: one packed row of up to {sft.max_length:,} tokens per device "
+              f"(per_device_eval_batch_size {rows} -> 1: {rows} bins would be one {width:,}-token row); "
+              f"set eval_packing: true to keep {rows}")

@@ -13,8 +13,14 @@ driver it installs fine and then finds no GPU. `choose` reads the driver version
   CUDA 12.x driver through CUDA's minor-version compatibility: the spec is written with that pin;
 - older: refused (exit 1), naming the RunPod template to choose instead.
 
+Before the spec is written, `choose` asks the chosen index (PEP 503 simple page) whether it lists that
+torch for the env's Python: a build the index lacks is refused before conda spends minutes on it (an
+index that cannot be reached is a WARNING; TRAINKIT_WHEEL_INDEX_ROOT points the check at a mirror).
+
 `verify` imports torch in the built env and checks that it is a CUDA build, that
-`torch.cuda.is_available()`, and that a bf16 matmul on the GPU matches a float32 one.
+`torch.cuda.is_available()`, that a bf16 matmul on the GPU matches a float32 one, and that TRL's loss
+kernel (a Triton kernel, compiled at the first step: ptxas, the driver and Triton must agree) gives
+F.cross_entropy's log-probabilities and gradients.
 `choose` is stdlib-only (it runs on the pod's base Python, before the env exists).
 """
 
@@ -42,6 +48,10 @@ TEMPLATE_HINT = (
     "then re-run the setup"
 )
 BF16_TOLERANCE = 2e-2  # relative; bf16 keeps 8 bits of mantissa
+LOSS_TOLERANCE = 1e-3  # fp32 log-probabilities and gradients, chunked against F.cross_entropy
+PYPI_INDEX = "https://pypi.org/simple"
+INDEX_ROOT_ENV = "TRAINKIT_WHEEL_INDEX_ROOT"
+PYTHON_LINE = re.compile(r"^\s*-\s*python=(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,61 @@ def spec_for(spec_text: str, build: TorchBuild) -> str:
     raise ValueError("no `- torch==<version>` line in the pip section")
 
 
+def index_page_url(build: TorchBuild) -> str:
+    """The PEP 503 page for torch on the build's index; under TRAINKIT_WHEEL_INDEX_ROOT, the same path there."""
+    import os
+
+    base = build.index_url or PYPI_INDEX
+    root = os.environ.get(INDEX_ROOT_ENV)
+    if root:  # a mirror laid out by host and path; a file:// one serves the page as index.html
+        return root.rstrip("/") + "/" + base.split("://", 1)[1] + "/torch/" + ("index.html" if
+                                                                                root.startswith("file:") else "")
+    return f"{base}/torch/"
+
+
+def python_tag(spec_text: str) -> str | None:
+    """cp311 for a spec pinning python=3.11.x."""
+    for line in spec_text.splitlines():
+        found = PYTHON_LINE.match(line)
+        if found:
+            return f"cp{found.group(1)}{found.group(2)}"
+    return None
+
+
+def lists_wheel(page: str, build: TorchBuild, tag: str) -> bool:
+    """Whether an index page links a Linux x86_64 wheel of the build's torch for Python `tag`."""
+    from urllib.parse import unquote
+
+    version = re.escape(build.requirement.removeprefix("torch=="))
+    wheel = re.compile(rf"torch-{version}-{tag}-{tag}-[^\"'<>]*linux[^\"'<>]*x86_64\.whl")
+    return wheel.search(unquote(page)) is not None
+
+
+def fetch_index_page(url: str, timeout: float = 20.0) -> str:
+    from urllib.request import Request, urlopen
+
+    request = Request(url, headers={"Accept": "text/html"})
+    with urlopen(request, timeout=timeout) as response:  # noqa: S310 (https or a file:// mirror)
+        return response.read().decode("utf-8", errors="replace")
+
+
+def check_index(build: TorchBuild, tag: str | None) -> str | None:
+    """None when the index lists the build (or cannot be asked: a WARNING is printed); else the ERROR text."""
+    url = index_page_url(build)
+    if tag is None:
+        return None
+    try:
+        page = fetch_index_page(url)
+    except (OSError, ValueError) as exc:
+        protocol.warning(f"could not ask {url} whether it has torch {build.requirement.removeprefix('torch==')} "
+                         f"for {tag} ({exc}); building the env anyway", "check the pod's network if conda fails")
+        return None
+    if lists_wheel(page, build, tag):
+        return None
+    return (f"{url} lists no torch {build.requirement.removeprefix('torch==')} wheel for {tag} on Linux x86_64: "
+            "conda would fail after minutes of downloads")
+
+
 def describe(driver: str, build: TorchBuild) -> str:
     if build is PYPI_BUILD:
         return (f"NVIDIA driver {driver}: torch {TORCH_VERSION} from PyPI "
@@ -125,6 +190,11 @@ def cmd_choose(args) -> int:
     except (OSError, ValueError) as exc:
         protocol.error(f"cannot pin torch in {args.spec}: {exc}", "restore it: git checkout -- environment-remote.yml")
         return protocol.ExitCode.ERROR
+    missing = check_index(build, python_tag(text))
+    if missing:
+        protocol.error(missing, "deploy a pod whose driver takes the other build (" + TEMPLATE_HINT + "), or pin a "
+                       "torch the index has in environment-remote.yml")
+        return protocol.ExitCode.ERROR
     out = Path(args.write)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
@@ -141,6 +211,28 @@ def bf16_matmul_error(device: str = "cuda") -> float:
     want = a @ b
     got = (a.bfloat16() @ b.bfloat16()).float()
     return float((got - want).norm() / want.norm())
+
+
+def loss_kernel_error(device: str = "cuda") -> float:
+    """Largest difference between TRL's chunked log-probability kernel (Triton on CUDA, torch ops elsewhere) and
+    -F.cross_entropy, over the log-probabilities and the gradients of the hidden states and the LM head."""
+    import torch
+    import torch.nn.functional as F
+    from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    tokens, hidden_size, vocab = 96, 64, 1000
+    hidden = torch.randn(tokens, hidden_size, generator=gen).to(device).requires_grad_()
+    weight = (torch.randn(vocab, hidden_size, generator=gen) / hidden_size**0.5).to(device).requires_grad_()
+    targets = torch.randint(0, vocab, (tokens,), generator=gen).to(device)
+    logprobs = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, 256, None, 1.0, ())[0]
+    logprobs.sum().backward()
+    got = (logprobs.detach(), hidden.grad.clone(), weight.grad.clone())
+    hidden.grad = weight.grad = None
+    want = -F.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    want.sum().backward()
+    return max(float((a - b).abs().max()) for a, b in zip(got, (want.detach(), hidden.grad, weight.grad),
+                                                            strict=True))
 
 
 def cmd_verify(args) -> int:
@@ -170,8 +262,21 @@ def cmd_verify(args) -> int:
         protocol.error(f"a bf16 matmul on the GPU gave wrong results (relative error {error:.2g})",
                        "the GPU or driver is faulty: deploy another pod")
         return protocol.ExitCode.ERROR
+    try:
+        loss_error = loss_kernel_error()
+    except Exception as exc:  # Triton compiles it here: ptxas, driver and Triton mismatches all land here
+        protocol.error(f"TRL's loss kernel (Triton) fails on this GPU: {exc.__class__.__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}"[:400],
+                       "the driver, CUDA and Triton disagree: re-run the setup with --recreate (it picks the torch "
+                       "build for the driver), or " + TEMPLATE_HINT)
+        return protocol.ExitCode.ERROR
+    if not loss_error < LOSS_TOLERANCE:
+        protocol.error(f"TRL's loss kernel gives wrong results on this GPU (max error {loss_error:.2g} against "
+                       "F.cross_entropy)", "deploy another pod; report the torch, CUDA and driver versions")
+        return protocol.ExitCode.ERROR
     protocol.section(args.tag, f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees "
-                               f"{torch.cuda.get_device_name(0)}; bf16 matmul OK (relative error {error:.1e})")
+                               f"{torch.cuda.get_device_name(0)}; bf16 matmul OK (relative error {error:.1e}); "
+                               f"TRL's Triton loss kernel matches F.cross_entropy (max error {loss_error:.1e})")
     return protocol.ExitCode.OK
 
 

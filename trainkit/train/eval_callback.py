@@ -155,6 +155,14 @@ def last_eval(output_dir: Path) -> dict | None:
     return None
 
 
+def generation_would_hang(config) -> bool:
+    """FSDP shards the parameters over the ranks; generation on rank 0 alone would wait forever for the others."""
+    from trainkit.core.status import world_size
+
+    strategy = getattr(config, "strategy", None)
+    return world_size() > 1 and getattr(strategy, "name", None) == "fsdp"
+
+
 def eval_callbacks(config, status: RunStatus, warn, should_stop: Callable[[], bool], verbose: bool) -> list:
     """The callback when the run evaluates (eval_strategy is not "no"), with its fixed sample of conversations.
 
@@ -169,6 +177,11 @@ def eval_callbacks(config, status: RunStatus, warn, should_stop: Callable[[], bo
         return []
     conversations = []
     samples = config.trainkit.tool_eval_samples
+    if samples and config.trainkit.validation_file and generation_would_hang(config):
+        warn("tool-call figures are off under FSDP: rank 0 generating alone on sharded parameters would start "
+             "all-gathers the other ranks never join", "the eval loss is still reported; score the adapter after "
+             "training: scripts/evaluate.py --adapter <output_dir>/final")
+        samples = 0
     if samples and config.trainkit.validation_file and is_main_process():
         every = read_conversations(config.trainkit.validation_file)
         if not every:
