@@ -18,6 +18,8 @@
 # $TRAINKIT_STALL_KILL_GRACE_SECONDS (60), and is relaunched as a crash.
 # A stop request at any moment (Ctrl-C in the pane, SIGTERM, tmux kill-session's SIGHUP) is passed
 # to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff.
+# With TRAINKIT_NOTIFY_URL set it posts what only it sees (restarting, stalled, gave_up) through runctl notify,
+# which hands the request to a detached sender (trainkit/core/notify.py); train.py posts the rest.
 # The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
 # On node R > 0 of a multi-node run (--node-rank) the lock and verdict are DIR/.trainkit.node<R>.lock
 # and .exit, and status.json is left to node 0: the nodes may share one output dir.
@@ -211,6 +213,7 @@ while [[ -z "$stop_signal" ]]; do
       stalled_for="$(tk_runctl stalled --output-dir "$output_dir" 9>&-)"; then
       say tk_warning "train.py (pid $child) is stalled: no step for ${stalled_for}s; stopping it to relaunch" \
         "stall_timeout_seconds in the config sets the limit; the log has what it was doing"
+      tk_runctl notify --event stalled --output-dir "$output_dir" --node-rank "$node" --seconds "$stalled_for" 9>&- || true
       stop_stalled
     fi
   done
@@ -241,6 +244,8 @@ while [[ -z "$stop_signal" ]]; do
   if [[ "$action" == give_up ]]; then
     say tk_error "train.py failed $((failures + 1)) times in a row without progress (last exit $code); the supervisor gives up" \
       "read the log $log; fix the cause and launch again"
+    tk_runctl notify --event gave_up --output-dir "$output_dir" --node-rank "$node" --code "$code" \
+      --failures $((failures + 1)) 9>&- || true
     code=$value
     break
   fi
@@ -248,6 +253,8 @@ while [[ -z "$stop_signal" ]]; do
   say tk_section "$tag" "train.py exited $code; relaunching in ${backoff}s (restart $failures of $max_restarts)"
   tk_runctl mark-restarting --output-dir "$output_dir" --node-rank "$node" --attempt $((attempt + 1)) --delay "$backoff" \
     --code "$code" --launch-id "$launch_id" 9>&- || true
+  tk_runctl notify --event restarting --output-dir "$output_dir" --node-rank "$node" --code "$code" \
+    --attempt $((attempt + 1)) --delay "$backoff" 9>&- || true
   pause "$backoff"
   backoff=$((backoff * 2 > 300 ? 300 : backoff * 2))
 done

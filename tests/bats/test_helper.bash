@@ -68,3 +68,39 @@ at_step() {
 
 # wait_for_step N — poll $OUT/status.json until the run reaches step N.
 wait_for_step() { wait_until 240 at_step "$1"; }
+
+# start_webhooks — two local webhooks for the notification tests: one that records each POST in
+# $WEBHOOK_RECORD and answers, one that records and never answers; TRAINKIT_NOTIFY_URL names both, each
+# with a secret path that must appear in no file, log or process list. stop_webhooks ends them.
+start_webhooks() {
+  local dir="$BATS_TEST_TMPDIR/webhooks"
+  mkdir -p "$dir"
+  WEBHOOK_RECORD="$dir/posts.jsonl" WEBHOOK_SECRET="hook-secret-$$-${BATS_TEST_NUMBER}"
+  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/stubs/webhook_server.py" "$dir/port" "$WEBHOOK_RECORD" 3>&- &
+  WEBHOOK_PIDS="$!"
+  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/stubs/webhook_server.py" "$dir/hang-port" "$dir/hang.jsonl" --hang 3>&- &
+  WEBHOOK_PIDS="$WEBHOOK_PIDS $!"
+  wait_for_file "$dir/port" 30
+  wait_for_file "$dir/hang-port" 30
+  export TRAINKIT_NOTIFY_URL="http://127.0.0.1:$(cat "$dir/port")/$WEBHOOK_SECRET http://127.0.0.1:$(cat "$dir/hang-port")/$WEBHOOK_SECRET-hang"
+  export TRAINKIT_NOTIFY_TIMEOUT=2 WEBHOOK_RECORD WEBHOOK_SECRET
+}
+
+stop_webhooks() {
+  # shellcheck disable=SC2086
+  [[ -z "${WEBHOOK_PIDS:-}" ]] || kill $WEBHOOK_PIDS 2>/dev/null || true
+}
+
+# posted EVENT — the first body the answering webhook got for EVENT (one JSON line), once it came.
+posted() {
+  wait_until 30 grep -q "\"event\": \"$1\"" "$WEBHOOK_RECORD" &&
+    grep "\"event\": \"$1\"" "$WEBHOOK_RECORD" | head -n 1
+}
+
+# assert_secret_hidden DIR... — the webhook's secret path is in no file under DIR and no process's argv.
+assert_secret_hidden() {
+  run grep -rl --exclude=posts.jsonl --exclude=hang.jsonl "$WEBHOOK_SECRET" "$@"
+  assert_failure
+  run bash -c "ps -eo args | grep -F '$WEBHOOK_SECRET' | grep -v grep"
+  assert_failure
+}

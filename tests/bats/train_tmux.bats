@@ -13,6 +13,7 @@ setup() {
 
 teardown() {
   kill_private_tmux
+  stop_webhooks
 }
 
 # exit_code — the supervisor's final code (the first line of OUT/.trainkit.exit).
@@ -45,7 +46,8 @@ launch() {
   scripts/train.sh --platform cpu --output-dir "$OUT" --session "$SESSION" "$@"
 }
 
-@test "a CPU launch runs in tmux, detaches after the watched steps and finishes there" {
+@test "a CPU launch runs in tmux, detaches after the watched steps and finishes there, and posts started and completed" {
+  start_webhooks
   run -0 launch --watch-steps 3 -- --report_to none
   assert_line --partial "[TRAINING-CPU] reconnect: tmux attach -t $SESSION"
   assert_line --regexp '^✅ SUCCESS: training (running in tmux session|completed during the watch)'
@@ -55,6 +57,15 @@ launch() {
   run -1 lock_held
   run -1 grep -q $'\e' "$TRAINKIT_LOG_DIR/latest.log"
   run -0 grep -F "✅ SUCCESS: training complete: adapter saved to $OUT/final" "$TRAINKIT_LOG_DIR/latest.log"
+  # Notifications: what the webhook got, and a webhook that never answers neither slowed nor held the run.
+  run -0 posted completed
+  assert_output --partial '"step": 20, "max_steps": 20, "exit_code": 0'
+  assert_output --partial "\"message\": \"training complete: adapter saved to $OUT/final\""
+  run -0 posted started
+  run -0 grep -c '"event": "completed"' "$WEBHOOK_RECORD"
+  assert_output 1
+  wait_until 30 grep -qE '"sent": "completed", "url": "[^"]*", "ok": false' "$OUT/events.jsonl"
+  assert_secret_hidden "$OUT" "$TRAINKIT_LOG_DIR"
 }
 
 @test "backend mlx runs the same launch: preflight, tmux, supervisor, checkpoints, a PEFT adapter, exit 0" {
@@ -153,19 +164,30 @@ launch() {
   assert_equal "$(sed -n 's/^  "resume_count": \([0-9]*\),$/\1/p' "$OUT/status.json")" 1
 }
 
-@test "a crash loop ends the watch with exit 2 and the tmux session gone" {
+@test "a crash loop ends the watch with exit 2 and the tmux session gone, and posts crash_loop" {
+  start_webhooks
   TRAINKIT_FAULT_CRASH_AT_STEP=1 run -2 launch -- --report_to none
   assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: crash loop"
   run -0 grep -F "❌ ERROR: Crash loop detected: resumed 3 times from the start" "$TRAINKIT_LOG_DIR/latest.log"
   sleep 1
   run -1 tmux -L "$TRAINKIT_TMUX_SOCKET" has-session -t "$SESSION"
+  run -0 posted crash_loop
+  assert_output --partial '"exit_code": 2'
+  run -0 posted restarting
+  assert_output --partial "train.py exited 70; the supervisor relaunches it"
+  assert_secret_hidden "$OUT" "$TRAINKIT_LOG_DIR"
 }
 
-@test "SIGTERM to the trainer saves a checkpoint and the supervisor stops with 75" {
+@test "SIGTERM to the trainer saves a checkpoint and the supervisor stops with 75, and posts interrupted" {
+  start_webhooks
   TRAINKIT_FAULT_STEP_DELAY=0.3 run -0 launch --no-wait -- --report_to none --max_steps 400
   wait_for_step 3
+  assert_secret_hidden "$OUT" "$TRAINKIT_LOG_DIR"
   pkill -TERM -f "train.py --config configs/smoke.yaml --output_dir $OUT"
   assert_stopped_with_checkpoint SIGTERM
+  run -0 posted interrupted
+  assert_output --partial '"exit_code": 75'
+  assert_output --partial '"state": "interrupted"'
 }
 
 @test "train.sh --help prints its Usage header" {
@@ -201,7 +223,8 @@ launch() {
   run -0 grep -F "[TRAINING-CPU] supervisor exited 75" "$TRAINKIT_LOG_DIR/latest.log"
 }
 
-@test "a hung trainer is reported stalled, and the supervisor kills it and relaunches it as a crash" {
+@test "a hung trainer is reported stalled, and the supervisor kills it and relaunches it as a crash, and posts stalled" {
+  start_webhooks
   TRAINKIT_FAULT_HANG_AT_STEP=2 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/hung-once" TRAINKIT_STALL_POLL_SECONDS=8 \
     TRAINKIT_STALL_KILL_GRACE_SECONDS=1 run -0 launch --no-wait -- --report_to none --max_steps 4 --stall_timeout_seconds 3
   wait_for_file "$BATS_TEST_TMPDIR/hung-once"
@@ -218,6 +241,8 @@ launch() {
   run -0 grep -E "^⚠️ WARNING: train.py \(pid [0-9]+\) is stalled: no step for [0-9]+s; stopping it to relaunch$" "$TRAINKIT_LOG_DIR/latest.log"
   run -0 grep -E '^\[TRAINING-CPU\] train.py exited 137; relaunching in 0s \(restart 1 of 10\)' "$TRAINKIT_LOG_DIR/latest.log"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
+  run -0 posted stalled
+  assert_output --regexp '"message": "train.py made no step for [0-9]+ s; the supervisor stops it and relaunches it'
 }
 
 @test "during the backoff the run is restarting, and SIGTERM then ends it with 75: no relaunch, lock released" {

@@ -97,6 +97,11 @@ class TrainkitArguments:
     tool_eval_max_new_tokens: int = field(
         default=128, metadata={"help": "Most tokens generated per assistant turn in the tool-call evaluation."}
     )
+    notify_events: list[str] | None = field(
+        default=None,
+        metadata={"help": "Events posted to TRAINKIT_NOTIFY_URL (started, eval, completed, interrupted, crash_loop, "
+                  "diverged, input_error, restarting, stalled, gave_up, slow, disk_low); unset: all but eval."},
+    )
     eval_max_examples: int | None = field(
         default=None,
         metadata={"help": "Cap on the validation examples of each eval loss, one fixed sample (unset: all)."},
@@ -515,6 +520,13 @@ def finish(trainkit_args: TrainkitArguments, sft, model, device: str):
     if trainkit_args.tool_eval_samples < 0 or trainkit_args.tool_eval_max_new_tokens < 1:
         raise ConfigError("tool_eval_samples must be 0 (off) or more, and tool_eval_max_new_tokens at least 1",
                           "use the defaults of 16 and 128")
+    if trainkit_args.notify_events is not None:
+        from trainkit.core.notify import EVENTS
+
+        unknown = [e for e in trainkit_args.notify_events if e not in EVENTS or e == "test"]
+        if unknown:
+            raise ConfigError(f"notify_events: unknown event(s) {', '.join(unknown)}",
+                              f"choose from {', '.join(e for e in EVENTS if e != 'test')}")
     if trainkit_args.eval_max_examples is not None and trainkit_args.eval_max_examples < 1:
         raise ConfigError(f"eval_max_examples must be at least 1, not {trainkit_args.eval_max_examples}",
                           "leave it unset to evaluate the whole validation_file, or set e.g. 200")

@@ -20,7 +20,8 @@ import netrc
 import os
 
 # Environment variables are upper case; these are matched on the whole name or its end.
-SECRET_ENV_NAMES = frozenset({"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TOKEN", "KEY", "SECRET"})
+SECRET_ENV_NAMES = frozenset({"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TOKEN", "KEY", "SECRET",
+                              "TRAINKIT_NOTIFY_URL"})
 SECRET_ENV_SUFFIXES = ("_TOKEN", "_KEY", "_SECRET")
 # Config keys are lower case; pad_token/eos_token are text, not credentials, so the keys are listed.
 SECRET_CONFIG_KEYS = frozenset({"hub_token"})
@@ -45,7 +46,13 @@ def redact(text: str, environ=None) -> str:
     a library's exception message may quote a URL or a header that carries a token.
     """
     environ = os.environ if environ is None else environ
-    secrets = {v: k for k, v in environ.items() if len(v) >= MIN_REDACTED_LENGTH and is_secret_name(k)}
+    secrets = {}
+    for name, value in environ.items():
+        if is_secret_name(name):
+            # A variable may hold several secrets separated by spaces (TRAINKIT_NOTIFY_URL's webhooks).
+            for part in {value, *value.split()}:
+                if len(part) >= MIN_REDACTED_LENGTH:
+                    secrets[part] = name
     for value in sorted(secrets, key=len, reverse=True):
         if value in text:
             text = text.replace(value, f"<{secrets[value]}>")

@@ -231,6 +231,33 @@ def cmd_mark_restarting(args) -> int:
     return 0
 
 
+SUPERVISOR_EVENTS = ("restarting", "stalled", "gave_up")
+
+
+def supervisor_message(event: str, code: int | None, attempt: int | None, delay: float | None,
+                       seconds: float | None, failures: int | None) -> str:
+    """The one human line of an event only the supervisor sees."""
+    if event == "restarting":
+        return (f"train.py exited {code}; the supervisor relaunches it in {delay:g} s (attempt {attempt}) and it "
+                "resumes from its newest checkpoint")
+    if event == "stalled":
+        return (f"train.py made no step for {seconds:g} s; the supervisor stops it and relaunches it "
+                "(stall_timeout_seconds sets the limit; the log has what it was doing)")
+    return (f"train.py failed {failures} times in a row without progress (last exit {code}); the supervisor gave up: "
+            "read the log, fix the cause and launch again")
+
+
+def cmd_notify(args) -> int:
+    """Post an event only the supervisor sees (trainkit.core.notify); node 0 alone, never blocking."""
+    if args.node_rank:
+        return 0
+    from trainkit.core.notify import notify
+
+    message = supervisor_message(args.event, args.code, args.attempt, args.delay, args.seconds, args.failures)
+    notify(args.event, Path(args.output_dir), message=message, exit_code=args.code if args.event == "gave_up" else None)
+    return 0
+
+
 def cmd_exit_record(args) -> int:
     supervision.write_exit_record(Path(args.output_dir), args.code, args.launch_id, args.stopped_by, args.node_rank)
     return 0
@@ -391,6 +418,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--delay", type=float, required=True)
     c.add_argument("--code", type=int, required=True)
     c.add_argument("--launch-id", required=True)
+    c = command("notify", cmd_notify, node_rank=True)
+    c.add_argument("--event", choices=SUPERVISOR_EVENTS, required=True)
+    c.add_argument("--code", type=int)
+    c.add_argument("--attempt", type=int)
+    c.add_argument("--delay", type=float)
+    c.add_argument("--seconds", type=float)
+    c.add_argument("--failures", type=int)
     c = command("exit-record", cmd_exit_record, node_rank=True)
     c.add_argument("--code", type=int, required=True)
     c.add_argument("--launch-id", default="")

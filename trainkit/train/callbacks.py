@@ -7,10 +7,12 @@ import time
 from transformers import TrainerCallback
 
 from trainkit.core import protocol
+from trainkit.core.notify import failed_urls_to_warn
 from trainkit.core.signals import StopRequest, agree_across_ranks
 from trainkit.core.status import RunStatus, now_iso
 from trainkit.preflight.device_figures import device_figures
 from trainkit.train.faults import Faults, InjectedCrash, poison_weights
+from trainkit.train.notifications import announce
 from trainkit.train.throughput import ThroughputWatch
 
 
@@ -49,6 +51,7 @@ class TrainkitCallback(TrainerCallback):
         self.first_step = 0
         self.last_tokens = None
         self.throughput = ThroughputWatch()
+        self.notify_warned: set[str] = set()
         self.interval_dirty = True  # the first interval of a start holds the startup
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -62,10 +65,15 @@ class TrainkitCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.first_step + 1:
+            import os
+
             import psutil
 
             # From process start (imports included) to the first optimizer step: what a user waits for.
             self.status.update(first_step_seconds=round(time.time() - psutil.Process().create_time(), 2))
+            if int(os.environ.get("TRAINKIT_ATTEMPT", "1") or 1) <= 1:  # a relaunch already said `restarting`
+                announce("started", self.status, f"training started: step {state.global_step}/{state.max_steps}"
+                         + (f" (resumed from {self.first_step})" if self.first_step else ""))
         if self.estimate_after and state.global_step - self.first_step == self.estimate_after:
             self.print_estimate(state)
         if self.faults.step_delay:
@@ -134,6 +142,7 @@ class TrainkitCallback(TrainerCallback):
         if slower:
             self.status.event("slow", tokens_per_second=round(tokens_per_second, 1),
                               baseline_tokens_per_second=round(self.throughput.baseline, 1))
+            announce("slow", self.status, f"{slower}: the machine is throttling or busy")
             self.warn(f"{slower}: the machine is throttling or busy",
                       "on a Mac: power adapter, lid open, Low Power Mode off, heavy apps closed (the thermal watch "
                       "says when it is heat); on a pod: nvidia-smi for clocks and other processes")
@@ -149,6 +158,10 @@ class TrainkitCallback(TrainerCallback):
             gpu=device_figures(),
         )
         self.status.event("log", loss=logs["loss"], learning_rate=logs.get("learning_rate"))
+        for failed in failed_urls_to_warn(self.status.output_dir, self.notify_warned) if self.status.enabled else []:
+            self.warn(f"a notification to {failed['url']} failed ({failed['result']}); training goes on",
+                      "check TRAINKIT_NOTIFY_URL (scripts/notify_test.py sends a test event); every delivery is in "
+                      "events.jsonl as a notify event")
         if self.verbose:
             tps = f"{tokens_per_second:,.0f} tok/s" if tokens_per_second else "? tok/s"
             protocol.section(

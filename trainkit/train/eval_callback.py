@@ -93,6 +93,10 @@ class EvalCallback(TrainerCallback):
             log_to_wandb(block, result.rows() if result else [], state.global_step)
         if self.verbose:
             protocol.section(self.tag, eval_line(block, state.max_steps, loss_seconds, result))
+        from trainkit.train.notifications import announce
+
+        announce("eval", self.status, eval_line(block, state.max_steps, loss_seconds, result),
+                 **{k: v for k, v in summary.items() if k in toolcalls.FIGURES}, eval_loss=block.get("eval_loss"))
         # eval_on_start has no training time to compare with yet.
         if share > SHARE_WARNING and state.global_step > self.first_step and not self.warned_share:
             self.warned_share = True

@@ -23,6 +23,7 @@ from trainkit.core.protocol import ExitCode
 from trainkit.core.signals import StopRequest
 from trainkit.core.status import RunStatus, is_main_process, read_json
 from trainkit.train.launch import Claim, early_output_dir
+from trainkit.train.notifications import announce_exit
 
 FINAL_DIR = "final"
 LOG_FILE = "trainkit.log"
@@ -90,13 +91,18 @@ def run(argv: list[str] | None = None) -> int:
 
             return dry_run(config, config.dry_run)
         status = claim.take(config.output_dir)
+        from trainkit.core.notify import DEFAULT_EVENTS
+
         status.update(device=config.device, platform=config.platform, backend=config.trainkit.backend,
+                      notify_events=list(config.trainkit.notify_events or DEFAULT_EVENTS),
                       max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
         code = train(config, status, stop, started)
         if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
             status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
+            announce_exit(code, status, "the preflight found errors: fix what the log's ERROR lines name, then "
+                                        "re-run the same command")
         return code
     except TrainkitError as exc:
         protocol.error(exc.message, exc.hint)
@@ -104,6 +110,7 @@ def run(argv: list[str] | None = None) -> int:
         if status and not claim.undo_if_fresh(exc.exit_code):
             status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
             status.event(exc.state, message=exc.message)
+            announce_exit(exc.exit_code, status, f"{exc.message}. {exc.hint}" if exc.hint else exc.message)
         return exc.exit_code
     except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
         log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (status.output_dir if status else Path.cwd()) / LOG_FILE)
@@ -282,6 +289,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     status.update(state="completed", step=state.global_step, exit_code=0, eta_seconds=0.0,
                   message=f"adapter saved to {final}")
     status.event("completed", path=str(final))
+    announce_exit(ExitCode.OK, status, f"training complete: adapter saved to {final}")
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
@@ -357,5 +365,6 @@ def interrupted(out: Path, status: RunStatus, stop: StopRequest, detail: str) ->
     message = f"interrupted by {stop.name}: {detail}"
     status.update(state="interrupted", exit_code=int(ExitCode.INTERRUPTED), message=message)
     status.event("interrupted", signal=stop.name)
+    announce_exit(ExitCode.INTERRUPTED, status, f"{message}; re-run the same command to resume")
     protocol.error(message, "re-run the same command to resume")
     return ExitCode.INTERRUPTED
