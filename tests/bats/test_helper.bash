@@ -76,14 +76,14 @@ start_webhooks() {
   local dir="$BATS_TEST_TMPDIR/webhooks"
   mkdir -p "$dir"
   WEBHOOK_RECORD="$dir/posts.jsonl" WEBHOOK_SECRET="hook-secret-$$-${BATS_TEST_NUMBER}"
-  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/stubs/webhook_server.py" "$dir/port" "$WEBHOOK_RECORD" 3>&- &
+  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/webhook_server.py" "$dir/port" "$WEBHOOK_RECORD" 3>&- &
   WEBHOOK_PIDS="$!"
-  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/stubs/webhook_server.py" "$dir/hang-port" "$dir/hang.jsonl" --hang 3>&- &
+  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/webhook_server.py" "$dir/hang-port" "$dir/hang.jsonl" --hang 3>&- &
   WEBHOOK_PIDS="$WEBHOOK_PIDS $!"
   wait_for_file "$dir/port" 30
   wait_for_file "$dir/hang-port" 30
-  export TRAINKIT_NOTIFY_URL="http://127.0.0.1:$(cat "$dir/port")/$WEBHOOK_SECRET http://127.0.0.1:$(cat "$dir/hang-port")/$WEBHOOK_SECRET-hang"
-  export TRAINKIT_NOTIFY_TIMEOUT=2 WEBHOOK_RECORD WEBHOOK_SECRET
+  TRAINKIT_NOTIFY_URL="http://127.0.0.1:$(cat "$dir/port")/$WEBHOOK_SECRET http://127.0.0.1:$(cat "$dir/hang-port")/$WEBHOOK_SECRET-hang"
+  export TRAINKIT_NOTIFY_URL TRAINKIT_NOTIFY_TIMEOUT=2 WEBHOOK_RECORD WEBHOOK_SECRET
 }
 
 stop_webhooks() {

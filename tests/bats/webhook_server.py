@@ -1,6 +1,6 @@
 """A webhook for the notification tests: records every POST as one JSON line, or accepts and never answers.
 
-    python tests/bats/stubs/webhook_server.py PORT_FILE RECORD_FILE [--hang]
+    python tests/bats/webhook_server.py PORT_FILE RECORD_FILE [--hang]
 
 Listens on 127.0.0.1 on a free port, written to PORT_FILE once it listens. Each POST is appended to
 RECORD_FILE as {"path", "headers", "body"} (the body parsed as JSON when it is JSON) and answered 200;
