@@ -68,10 +68,10 @@ add_final_data() {
   assert_line --partial "[SETUP-H100] creating conda env weatherman from environment-remote.yml"
   assert_line "[SETUP-H100] torch 2.13.0 (CUDA 13.0) sees NVIDIA H100 80GB HBM3; bf16 matmul OK (stub)"
   assert_line "✅ SUCCESS: prefetch_attention.py passed (stub)"
-  run grep -F "scripts/prefetch_attention.py --config configs/training_config_h100.yaml --tag SETUP-H100" "$STUB_LOG"
-  assert_success
   assert_line "[SETUP-H100] next: scripts/train_h100_runpod.sh"
   assert_equal "${lines[-1]}" "✅ SUCCESS: h100 setup complete"
+  run grep -F "scripts/prefetch_attention.py --config configs/training_config_h100.yaml --tag SETUP-H100" "$STUB_LOG"
+  assert_success
   run grep -c "^conda env create -n weatherman -f $REPO/logs/environment-remote.h100.yml$" "$STUB_LOG"
   assert_output 1
   run diff "$REPO/environment-remote.yml" "$REPO/logs/environment-remote.h100.yml"

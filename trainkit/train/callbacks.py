@@ -131,13 +131,15 @@ class TrainkitCallback(TrainerCallback):
         per_step = self.seconds_per_step(state, now)
         eta = (state.max_steps - state.global_step) * per_step if per_step is not None else None
         tokens_per_second = None
+        interval_start = self.last_tokens[1] if self.last_tokens is not None else (self.t0 or now)
         if "num_tokens" in logs:
             if self.last_tokens is not None and now > self.last_tokens[1]:
                 tokens_per_second = (logs["num_tokens"] - self.last_tokens[0]) / (now - self.last_tokens[1])
             elif elapsed > 0:
                 tokens_per_second = logs["num_tokens"] / elapsed
             self.last_tokens = (logs["num_tokens"], now)
-        slower = self.throughput.observe(tokens_per_second, clean=not self.interval_dirty)
+        slower = self.throughput.observe(tokens_per_second, since=interval_start, now=now,
+                                         clean=not self.interval_dirty)
         self.interval_dirty = False
         if slower:
             self.status.event("slow", tokens_per_second=round(tokens_per_second, 1),
