@@ -76,25 +76,24 @@ def check_file(path: str, key: str) -> Path:
 
 
 def load_chat_data(train_file: str, validation_file: str | None):
-    """A DatasetDict with train (and validation) splits, checked for a trainable format and normalised."""
+    """A DatasetDict with train (and validation) splits, read as the preflight reads them (trainkit.data.reader)
+    and normalised."""
     import datasets
 
-    files = {"train": str(check_file(train_file, "train_file"))}
+    from trainkit.data.reader import as_dataset, read_chat_file
+
+    files = {"train": (train_file, "train_file")}
     if validation_file:
-        files["validation"] = str(check_file(validation_file, "validation_file"))
-    try:
-        loaded = datasets.load_dataset("json", data_files=files)
-    except Exception as exc:  # datasets wraps parse errors in several exception types
-        cause = exc.__cause__ or exc
-        raise DataError(
-            f"could not read the data as JSONL: {cause}".replace("\n", " ")[:400],
-            "each line must be one JSON object such as {\"messages\": [...]}",
-        ) from None
+        files["validation"] = (validation_file, "validation_file")
+    loaded = datasets.DatasetDict()
+    for split, (path, key) in files.items():
+        check_file(path, key)
+        loaded[split] = as_dataset(read_chat_file(path, key))
     for split, dataset in loaded.items():
         columns = set(dataset.column_names)
         if not any(fmt <= columns for fmt in KNOWN_FORMATS):
             raise DataError(
-                f"{files[split]} has columns {sorted(columns)}, none of them a chat format",
+                f"{files[split][0]} has columns {sorted(columns)}, none of them a chat format",
                 "each line needs a \"messages\" list of {\"role\", \"content\"} turns",
             )
     for split, dataset in loaded.items():
@@ -103,7 +102,6 @@ def load_chat_data(train_file: str, validation_file: str | None):
             loaded[split] = dataset.map(normalize_messages, features=dataset.features,
                                         desc=f"Parsing tool-call arguments ({split})")
     return loaded
-
 
 EVAL_SAMPLE_SEED = 0  # the same validation examples at every evaluation, on every backend
 

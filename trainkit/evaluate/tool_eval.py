@@ -16,7 +16,6 @@ runs it standalone. Nothing heavy is imported until a model is there to generate
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from collections.abc import Callable
@@ -64,23 +63,16 @@ def normalised(messages: list[dict]) -> list[dict]:
 
 
 def read_conversations(path: str | Path) -> list[Conversation]:
-    """JSONL rows with a "messages" list that holds an assistant turn; other rows are not evaluable and skipped."""
+    """JSONL rows with a "messages" list that holds an assistant turn; other rows are not evaluable and skipped.
+    The file is read as train.py reads it (trainkit.data.reader): a bad line is one DataError naming it."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"evaluation data not found: {path}", "pass --data with a JSONL chat file, e.g. "
                         "data/sample/validation.jsonl")
+    from trainkit.data.reader import read_chat_file
+
     conversations = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"evaluation data {path} is not readable: {exc}", DATA_HINT) from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})", DATA_HINT) from None
+    for number, row in read_chat_file(path, "the evaluation data"):
         messages = row.get("messages") if isinstance(row, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             continue
