@@ -428,8 +428,9 @@ def valid_examples(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def check_string_arguments(paths: Iterable[str | Path | None], report: Report) -> None:
+    from trainkit.data.tool_arguments import string_arguments
+
     """OK line saying how many tool calls give their arguments as a JSON string (they train as objects)."""
-    from trainkit.data.loading import string_arguments
 
     count = examples = 0
     for path in (p for p in paths if p is not None and Path(p).is_file()):

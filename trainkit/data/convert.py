@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainkit.data.checks import BadLine, check_example, kind, parse_line, read_lines
-from trainkit.data.loading import parse_arguments
+from trainkit.data.tool_arguments import parse_arguments
 
 FORMATS = ("sharegpt", "alpaca", "openai-functions", "openai")
 SHAREGPT_ROLES = {

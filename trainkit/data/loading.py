@@ -9,36 +9,14 @@ model learns to emit arguments as a string, which tool-call parsers then hand on
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from trainkit.core.errors import DataError
+from trainkit.data.tool_arguments import parse_arguments, string_arguments
 
 # Columns TRL's SFTTrainer knows how to train on; anything else fails deep inside
 # datasets.map with KeyError: 'text' after the model has loaded.
 KNOWN_FORMATS = ({"messages"}, {"conversations"}, {"prompt", "completion"}, {"text"})
-
-
-def parse_arguments(arguments):
-    """A tool call's arguments as an object: a JSON string holding an object is parsed, anything else is kept."""
-    if isinstance(arguments, str):
-        try:
-            parsed = json.loads(arguments)
-        except ValueError:
-            return arguments
-        if isinstance(parsed, dict):
-            return parsed
-    return arguments
-
-
-def string_arguments(example: dict) -> int:
-    """How many tool calls in an example give their arguments as a JSON string."""
-    count = 0
-    for message in example.get("messages") or []:
-        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
-            function = call.get("function") if isinstance(call, dict) else None
-            count += isinstance(function, dict) and isinstance(function.get("arguments"), str)
-    return count
 
 
 def normalize_example(example: dict) -> dict:
