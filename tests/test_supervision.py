@@ -229,7 +229,7 @@ def test_the_h100_threshold_is_one_rule_for_bash_and_python():
     assert runctl("is-h100-80gb", "NVIDIA A100-SXM4-80GB", "81920").returncode == 1
 
 
-def test_an_input_error_leaves_a_fresh_dir_alone_and_marks_an_existing_run_failed(tmp_path):
+def test_an_input_error_leaves_a_fresh_dir_alone_and_an_existing_runs_status_as_it_was(tmp_path):
     fresh = tmp_path / "fresh"
     claim = Claim()
     claim.take(fresh)
@@ -241,8 +241,10 @@ def test_an_input_error_leaves_a_fresh_dir_alone_and_marks_an_existing_run_faile
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
     assert proc.returncode == 1
     status = json.loads((existing / "status.json").read_text())
-    assert (status["state"], status["exit_code"]) == ("failed", 1) and status["pid"] != os.getpid()
-    assert status["message"].startswith("unknown config key(s) in the command line: lora_alpah")
+    assert (status["state"], status["exit_code"]) == ("interrupted", 75)
+    [refused] = [json.loads(line) for line in (existing / "events.jsonl").read_text().splitlines()]
+    assert refused["event"] == "refused"
+    assert refused["message"].startswith("unknown config key(s) in the command line: lora_alpah")
     assert lock.owner(existing) is None
 
 

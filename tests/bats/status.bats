@@ -509,18 +509,16 @@ print("ok")' "$output"
   assert_equal "${lines[-1]}" "✅ SUCCESS: training running (step 12/20)"
 }
 
-@test "a launch train.py refused (supervisor exit 1 after the last status.json) is a failure before start, not the old state" {
-  write_status state='"completed"' step=20 exit_code=0
+@test "a launch refused before it touched the run leaves the run's state as the verdict; without any run it is the failure" {
+  write_status state='"interrupted"' step=12 exit_code=75
   touch -t 200001010000 "$RUN_DIR/status.json"
   printf '1\n' >"$RUN_DIR/.trainkit.exit"
-  run -1 "$CHECK" --output-dir "$RUN_DIR"
-  assert_line "[STATUS] state: failed"
-  assert_equal "${lines[-2]}" "❌ ERROR: training failed before it started: train.py refused to start the run (exit 1)"
-  run -1 "$CHECK" --output-dir "$RUN_DIR" --json
-  [[ "$output" == *'"state": "failed"'* && "$output" == *'"exit_code": 1'* ]]
+  run -75 "$CHECK" --output-dir "$RUN_DIR"
+  assert_line "[STATUS] state: interrupted"
   rm "$RUN_DIR/status.json"
+  printf '{"time": "2026-12-06T10:00:00Z", "event": "refused", "step": 0, "message": "outputs/x holds a run started with a different config: learning_rate: 0.001 -> 0.0005"}\n' >"$RUN_DIR/events.jsonl"
   run -1 "$CHECK" --output-dir "$RUN_DIR"
-  assert_equal "${lines[-2]}" "❌ ERROR: training failed before it started: train.py refused to start the run (exit 1)"
+  assert_equal "${lines[-2]}" "❌ ERROR: training failed before it started: outputs/x holds a run started with a different config: learning_rate: 0.001 -> 0.0005"
 }
 
 @test "an exit file older than status.json does not hide the state of the run after it" {

@@ -209,7 +209,8 @@ class Report:
             protocol.success(f"training launching: supervisor pid {holder.get('pid')} is starting train.py for "
                              f"{out_dir} (no status.json yet)")
         elif v.reason.startswith("train.py refused"):
-            protocol.error(f"training failed before it started: {v.reason}",
+            refusal = last_event(out_dir, "refused")
+            protocol.error(f"training failed before it started: {refusal.get('message') if refusal else v.reason}",
                            f"fix what the ERROR {where} says, then re-run the train command")
         elif v.state == "dead":
             protocol.warning(f"status.json says {v.recorded_state} but trainer pid {status.get('pid')} and its "
@@ -257,6 +258,22 @@ class Report:
         else:
             protocol.error(f"status.json in {out_dir} has an unknown state '{v.recorded_state}'",
                            f"update trainkit, or read {out_dir}/status.json yourself")
+
+
+def last_event(output_dir: Path, kind: str) -> dict | None:
+    """The newest events.jsonl line of this kind, or None."""
+    try:
+        lines = (Path(output_dir) / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("event") == kind:
+            return event
+    return None
 
 
 def tail(path: Path, count: int) -> list[str]:

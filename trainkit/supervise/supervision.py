@@ -154,10 +154,9 @@ def assess(seen: Observation) -> Assessment:
     status, exit_record = seen.status, seen.exit_record
     recorded = status.get("state") if status else None
     alive = seen.holder is not None  # a live supervisor, or a trainer holding the lock itself
-    refused = (
-        not alive and exit_record is not None and exit_record["code"] == ExitCode.ERROR
-        and (seen.status_mtime is None or exit_record["mtime"] > seen.status_mtime)
-    )
+    # A launch refused before it touched the run leaves status.json as the last run left it (trainkit.train.launch):
+    # that run's state stands. Only with no run state at all is the launch's exit 1 the verdict.
+    refused = not alive and exit_record is not None and exit_record["code"] == ExitCode.ERROR and status is None
     if seen.problem:
         return Assessment("unreadable", int(ExitCode.ERROR), recorded)
     if refused:

@@ -108,6 +108,7 @@ def fingerprint(config) -> dict:
 class Changes:
     blocking: list[str] = field(default_factory=list)  # "key: old -> new"
     safe: list[str] = field(default_factory=list)
+    earlier: list[str] = field(default_factory=list)  # back to a length this run had before it was extended
 
 
 def describe(key: str, old, new) -> str:
@@ -130,6 +131,9 @@ def compare(recorded: dict | None, current: dict) -> Changes:
             continue
         if old is not None and new is not None and (old == -1) == (new == -1) and new > old:
             changes.safe.append(describe(key, old, new))
+        elif key == "max_steps" and new in old_length.get("earlier_max_steps", []):
+            # The command that trained the run before --more_steps (or a longer max_steps) extended it.
+            changes.earlier.append(describe(key, old, new))
         else:
             changes.blocking.append(describe(key, old, new))
     old_cadence = recorded.get("cadence", {})
@@ -137,6 +141,31 @@ def compare(recorded: dict | None, current: dict) -> Changes:
         if key in old_cadence and old_cadence[key] != new:
             changes.safe.append(describe(key, old_cadence[key], new))
     return changes
+
+
+def resume_flags(blocking: list[str]) -> str:
+    """The command-line flags that give back the recorded values of simple keys ("key: old -> new" entries)."""
+    flags = []
+    for change in blocking:
+        key, _, values = change.partition(": ")
+        old = values.split(" -> ")[0]
+        if old and " " not in old and not old.startswith(("[", "{")) and old != "None":
+            flags.append(f"--{key} {old}")
+    return " ".join(flags)
+
+
+def with_history(current: dict, recorded: dict | None) -> dict:
+    """`current`, carrying the lengths the recorded run had before it grew (earlier_max_steps)."""
+    if not recorded:
+        return current
+    old = recorded.get("length", {})
+    earlier = set(old.get("earlier_max_steps", []))
+    new_max, old_max = current["length"].get("max_steps"), old.get("max_steps")
+    if isinstance(old_max, int) and isinstance(new_max, int) and new_max > old_max > 0:
+        earlier.add(old_max)
+    if not earlier:
+        return current
+    return {**current, "length": {**current["length"], "earlier_max_steps": sorted(earlier)}}
 
 
 def read(output_dir: Path) -> dict | None:

@@ -5,7 +5,9 @@ takes the lock (trainkit.core.lock.RunLock) and writes status.json `starting` wi
 pid's start time, the launch id and the attempt. From then on status.json describes this
 process; the launch watch and the status command tell it from an older run's by those.
 A start refused because another trainer holds the lock writes nothing, and so does an input
-error in an output dir this start created; in an existing one, status.json says failed (exit 1).
+error in an output dir this start created. In an existing one, a start refused before it touched the
+run (before the resume metadata records a start) puts status.json back as the last real run left it
+and adds a `refused` event: the refusal is the command's own output and exit code, not the run's state.
 
     TRAINKIT_LAUNCH_ID   set once per scripts/train.sh launch; kept by the supervisor's relaunches
     TRAINKIT_ATTEMPT     the supervisor's attempt number within the launch (1, 2, …)
@@ -65,6 +67,8 @@ class Claim:
         self.status: RunStatus | None = None
         self.previous_resumes = 0
         self.created = False
+        self.previous_bytes: bytes | None = None  # status.json as the last run left it
+        self.touched_run = False  # set once this start records itself in the run's resume metadata
 
     @property
     def output_dir(self) -> Path | None:
@@ -95,6 +99,10 @@ class Claim:
                                     "check that output_dir is writable, or pick another --output_dir") from None
             self.release()
             self.run_lock = taken
+        try:
+            self.previous_bytes = (output_dir / STATUS_FILE).read_bytes()
+        except OSError:
+            self.previous_bytes = None
         previous = read_json(output_dir / STATUS_FILE) or {}
         if previous.get("launch_id") is not None and isinstance(previous.get("resume_count"), int):
             self.previous_resumes = previous["resume_count"]
@@ -124,6 +132,26 @@ class Claim:
             out.rmdir()
         except OSError:
             pass
+        return True
+
+    def undo_refused(self, exit_code: int, message: str) -> bool:
+        """After an input error (exit 1) before this start touched the run: status.json as it was, plus a
+        `refused` event. True when it did so (the caller then records nothing else)."""
+        if exit_code != ExitCode.ERROR or self.touched_run or self.status is None or self.created:
+            return False
+        if not is_main_process():
+            return True
+        path = self.output_dir / STATUS_FILE
+        try:
+            if self.previous_bytes is None:
+                path.unlink(missing_ok=True)
+            else:
+                tmp = path.with_name(path.name + ".restore")
+                tmp.write_bytes(self.previous_bytes)
+                os.replace(tmp, path)
+        except OSError:
+            return False
+        self.status.event("refused", message=message, launch_id=self.status.data.get("launch_id"))
         return True
 
     def release(self) -> None:

@@ -98,9 +98,10 @@ def run(argv: list[str] | None = None) -> int:
                       max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
-        code = train(config, status, stop, started)
+        code = train(config, status, stop, started, claim)
         if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
-            status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
+            if not claim.undo_refused(code, "the preflight found errors (see the log)"):
+                status.update(state="failed", exit_code=int(code), message="the preflight found errors (see the log)")
             announce_exit(code, status, "the preflight found errors: fix what the log's ERROR lines name, then "
                                         "re-run the same command")
         return code
@@ -108,8 +109,9 @@ def run(argv: list[str] | None = None) -> int:
         protocol.error(exc.message, exc.hint)
         # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
         if status and not claim.undo_if_fresh(exc.exit_code):
-            status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
-            status.event(exc.state, message=exc.message)
+            if not claim.undo_refused(exc.exit_code, exc.message):
+                status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
+                status.event(exc.state, message=exc.message)
             announce_exit(exc.exit_code, status, f"{exc.message}. {exc.hint}" if exc.hint else exc.message)
         return exc.exit_code
     except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
@@ -128,7 +130,7 @@ def run(argv: list[str] | None = None) -> int:
         claim.release()  # the run is over: the lock goes now, not when the interpreter has wound down
 
 
-def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
+def train(config, status: RunStatus, stop: StopRequest, started: float, claim: Claim | None = None) -> int:
     from trainkit.train import checkpoints, resume
 
     out = config.output_dir
@@ -199,6 +201,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float) -> int:
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.
     if main_proc:
+        if claim is not None:
+            claim.touched_run = True  # from here a refusal is this run's verdict, not a start refused
         metadata = resume.record_start(out, step, newest.path if newest else None)
         status.update(step=step, start_step=step, starts_without_progress=metadata["resume_count"],
                       resume_count=status.data["resume_count"] + (1 if newest else 0),
@@ -337,10 +341,12 @@ def check_fingerprint(config):
     recorded = fingerprint.read(out) if trained else None
     changes = fingerprint.compare(recorded, current)
     if changes.blocking:
+        flags = fingerprint.resume_flags(changes.blocking)
         raise ConfigError(
             f"{out} holds a run started with a different config: {'; '.join(changes.blocking)}",
-            f"train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
-            f"settings it started with (recorded in {out / fingerprint.FINGERPRINT_FILE})",
+            "train this config into a new output_dir (--output_dir outputs/<new-name>), or resume with the "
+            "settings it started with" + (f": add {flags} to the command" if flags else "")
+            + f" (recorded in {out / fingerprint.FINGERPRINT_FILE})",
         )
     return current, recorded, changes
 
@@ -353,6 +359,9 @@ def record_fingerprint(config, checked, warn, write: bool) -> None:
     if changes.safe:
         warn(f"continuing {config.output_dir} with changed settings: {'; '.join(changes.safe)}",
              "these only change the run's length, cadence or reporting; the recorded fingerprint is updated")
+    if changes.earlier:
+        return  # the run already went past this length: the longer record stands
+    current = fingerprint.with_history(current, recorded)
     if write and current != recorded:
         fingerprint.write(config.output_dir, current)
 
