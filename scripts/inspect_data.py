@@ -18,6 +18,8 @@ an example with no trained token, a template that cannot mask).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -51,18 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
-    try:
-        n = take(argv, "--n", 3)
-        line = take(argv, "--line")
-        from trainkit.config.settings import parse
+    out = sys.stdout
+    # With --json, stdout carries the JSON alone: what the libraries print on import (W&B's offline notice) and
+    # the tagged lines go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        try:
+            n = take(argv, "--n", 3)
+            line = take(argv, "--line")
+            from trainkit.config.settings import parse
 
-        config = parse(argv)
-    except ConfigError as exc:
-        protocol.error(exc.message, exc.hint)
-        return protocol.ExitCode.ERROR
-    from trainkit.data.inspection import inspect
+            config = parse(argv)
+        except ConfigError as exc:
+            protocol.error(exc.message, exc.hint)
+            if as_json:
+                print(json.dumps({"ok": False, "examples": [], "summary": None, "findings": [
+                    {"level": "error", "message": exc.message, "hint": exc.hint}]}, indent=1), file=out)
+            return protocol.ExitCode.ERROR
+        from trainkit.data.inspection import inspect
 
-    return inspect(config, n, line, as_json)
+        return inspect(config, n, line, as_json, out=out)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def summary_of(stats, path: str) -> dict:
             "untrained_examples": [line for _, line in stats.untrained]}
 
 
-def inspect(config, n: int, line: int | None, as_json: bool) -> int:
-    """Check the train file as the preflight does, show examples; the protocol's exit code."""
+def inspect(config, n: int, line: int | None, as_json: bool, out=None) -> int:
+    """Check the train file as the preflight does, show examples; the protocol's exit code. With `as_json` the one
+    JSON object goes to `out` (default stdout), which the caller keeps for it alone."""
     from trainkit.data.checks import check_chat_file, check_string_arguments
     from trainkit.data.token_checks import check_token_lengths
     from trainkit.data.training_view import load_view, tokenized_file
@@ -121,7 +122,7 @@ def inspect(config, n: int, line: int | None, as_json: bool) -> int:
             "examples": [item.as_json() for item in items],
             "summary": summary_of(stats, path) if stats else None,
             "findings": [{"level": f.level, "message": f.message, "hint": f.hint} for f in report.findings],
-        }, ensure_ascii=False, indent=1))
+        }, ensure_ascii=False, indent=1), file=out or sys.stdout)
         return protocol.ExitCode.ERROR if report.errors else protocol.ExitCode.OK
     colour = protocol.colour_enabled()
     for item in items:
