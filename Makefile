@@ -44,8 +44,9 @@ demo: setup ## set up, launch the smoke run in tmux, wait for it and show its st
 	@$(PY) -m trainkit.supervise.demo finish $(DEMO_OUTPUT)
 
 # A config sized for this machine: the model and data it trains, a reason on every key.
-init-config: setup ## write configs/mine.yaml, sized for this machine (scripts/suggest_config.py)
-	$(PY) scripts/suggest_config.py --output configs/mine.yaml
+# An existing configs/mine.yaml is kept and the next free name written (configs/mine-2.yaml); FORCE=1 overwrites.
+init-config: setup ## write configs/mine.yaml, sized for this machine (make init-config FORCE=1 overwrites it)
+	$(PY) scripts/suggest_config.py --output configs/mine.yaml $(if $(FORCE),--force,--next-free)
 
 # Throughput of trainkit's settings against plain TRL on this machine (tiny model on CPU, the 7B
 # architecture with random weights on CUDA); a table on screen, JSON under outputs/bench/.

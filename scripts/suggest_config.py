@@ -3,7 +3,7 @@
 # Usage: scripts/suggest_config.py [--model ID_OR_DIR] [--platform auto|h100|m4|cpu] [--data FILE]
 #                                  [--validation FILE] [--hours H] [--preset beginner|balanced|fast]
 #                                  [--memory-gb N] [--tokens-per-second N] [--config FILE] [--set KEY=VALUE]...
-#                                  [--output FILE] [--output-dir DIR] [--force]
+#                                  [--output FILE] [--output-dir DIR] [--force | --next-free]
 
     python scripts/suggest_config.py --model Qwen/Qwen2.5-7B-Instruct --data data/processed/train.jsonl
     python scripts/suggest_config.py --model Qwen/Qwen2.5-7B-Instruct --platform h100 --memory-gb 24
@@ -27,7 +27,8 @@ writes a commented YAML that scripts/validate_training_config.py accepts.
   --memory-gb    accelerator memory to plan for, in GB as the card is sold (system memory on cpu)
   --config       a config whose keys are kept as they are (they win over the preset and the suggestion)
   --set          KEY=VALUE (YAML value) that wins over everything, e.g. --set max_length=1024
-  --output       where to write (default configs/mine.yaml); an existing file needs --force
+  --output       where to write (default configs/mine.yaml); an existing file needs --force, or --next-free
+                 writes beside it (configs/mine-2.yaml, -3, ...) and says so (make init-config does)
 
 Exit codes: 0 written, 1 input error or the model does not fit the machine.
 """
@@ -67,7 +68,18 @@ def parse_args(argv):
     parser.add_argument("--output", default="configs/mine.yaml")
     parser.add_argument("--output-dir")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--next-free", action="store_true")
     return parser.parse_args(argv)
+
+
+def next_free(path: Path) -> Path:
+    """`path`, or the first of path-2, path-3, ... that does not exist yet."""
+    n = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -115,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainkit.preflight.suggest import machine_for, memory_line, plan_line, render_yaml, suggest
 
         output = Path(args.output)
+        if output.exists() and args.next_free and not args.force:
+            output = next_free(output)
+            protocol.section("SUGGEST", f"{args.output} already exists and is kept: writing {output} "
+                                        "(make init-config FORCE=1 overwrites it)")
         if output.exists() and not args.force:
             raise ConfigError(f"{output} already exists", "pass --force to overwrite it, or --output another file")
         config = load_yaml(args.config) if args.config else {}

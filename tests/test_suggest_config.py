@@ -168,6 +168,18 @@ def test_an_existing_output_is_kept_unless_forced(tmp_path, capfd):
     assert "❌ ERROR: " in capfd.readouterr().out and path.read_text() == "keep: me\n"
 
 
+def test_next_free_keeps_an_existing_config_and_writes_beside_it_as_make_init_config_does(tmp_path, capfd):
+    path = tmp_path / "mine.yaml"
+    path.write_text("keep: me\n")
+    args = ["--model", TINY, "--platform", "cpu", "--memory-gb", "8", "--output", str(path), "--next-free"]
+    assert SUGGEST(args) == 0 and SUGGEST(args) == 0
+    out = capfd.readouterr().out
+    assert path.read_text() == "keep: me\n"
+    assert (tmp_path / "mine-2.yaml").is_file() and (tmp_path / "mine-3.yaml").is_file()
+    assert f"[SUGGEST] {path} already exists and is kept: writing {tmp_path / 'mine-3.yaml'}" in out
+    assert "FORCE=1" in (ROOT / "Makefile").read_text().split("init-config:")[1].split("\n\n")[0]
+
+
 def test_qlora_on_a_mac_under_torch_is_refused_by_the_preflight(tmp_path, capfd):
     code = VALIDATE(["--config", "configs/training_config_m4.yaml", "--output_dir", str(tmp_path / "o"),
                      "--no-data", "--backend", "torch"])
