@@ -239,6 +239,8 @@ wandb_check() {
   local where
   if where="$(tk_wandb_key_present)"; then
     say "W&B key found ($where)"
+  elif [[ "${WANDB_MODE:-}" == offline || "${WANDB_MODE:-}" == disabled ]]; then
+    say "W&B: WANDB_MODE=$WANDB_MODE (no key needed)"
   else
     tk_warning "no W&B API key: training will log offline to $output_dir/wandb" \
       "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run \`wandb login\`; sync offline runs later with \`wandb sync\`"

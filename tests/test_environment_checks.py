@@ -288,3 +288,18 @@ def test_this_machine_passes_for_cpu_without_printing_its_secrets():
     assert last_tagged(proc.stdout) == "✅ SUCCESS: environment ready for cpu"
     assert "Traceback" not in proc.stderr
     assert FAKE_HF_TOKEN not in proc.stdout + proc.stderr and FAKE_WANDB_KEY not in proc.stdout + proc.stderr
+
+
+def test_with_wandb_mode_offline_a_missing_w_and_b_key_is_no_warning(monkeypatch):
+    from trainkit.core import credentials
+
+    monkeypatch.setattr(credentials, "wandb_key_present", lambda: None)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    report = Report()
+    environment.check_credentials(report)
+    assert "W&B: WANDB_MODE=offline (no key needed)" in [f.message for f in report.findings]
+    assert not [w for w in report.warnings if "W&B" in w.message]
+    monkeypatch.delenv("WANDB_MODE")
+    report = Report()
+    environment.check_credentials(report)
+    assert [w.message for w in report.warnings if "W&B" in w.message] == ["no W&B API key: training will log offline"]

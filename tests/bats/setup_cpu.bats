@@ -15,7 +15,7 @@ setup() {
   setup_repo_copy "$REPO" "$STUB_BIN"
   export PATH="$STUB_BIN:$PATH" HOME="$BATS_TEST_TMPDIR/home" NO_COLOR=1
   export TRAINKIT_PYTHON="$STUB_BIN/python-stub" PYTHON="$STUB_BIN/python-stub"
-  unset WANDB_API_KEY TRAINKIT_MIN_DISK_GB STUB_FAIL
+  unset WANDB_API_KEY WANDB_MODE TRAINKIT_MIN_DISK_GB STUB_FAIL
 }
 
 @test "with the venv and tiny model built, the real checkers pass on the smoke config, with the demo's disk thresholds" {

@@ -18,7 +18,7 @@ setup() {
   export RUNPOD_POD_ID=pod-test NO_COLOR=1
   # torch_build's index check reads the fixture pages, never a real index.
   export TRAINKIT_WHEEL_INDEX_ROOT="file://$REPO_ROOT/tests/fixtures/wheel-index"
-  unset WANDB_API_KEY CONDA_EXE TRAINKIT_CONDA_ENV TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_FLASH_ATTN_FAILS
+  unset WANDB_API_KEY WANDB_MODE CONDA_EXE TRAINKIT_CONDA_ENV TRAINKIT_MIN_DISK_GB STUB_REAL STUB_FAIL STUB_FLASH_ATTN_FAILS
   unset STUB_TORCH_NO_GPU
   export STUB_GPU="NVIDIA H100 80GB HBM3, 81559" STUB_CUDA=13.0 STUB_DRIVER=580.82.07
 }
@@ -170,6 +170,10 @@ add_final_data() {
   assert_success
   assert_line "⚠️ WARNING: no W&B API key: training will log offline to $REPO/outputs/weatherman-h100/wandb"
   assert_line --partial "↳ export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run \`wandb login\`"
+  WANDB_MODE=offline run "$REPO/scripts/setup_runpod_h100.sh"
+  assert_success
+  assert_line "[SETUP-H100] W&B: WANDB_MODE=offline (no key needed)"
+  refute_line --partial "no W&B API key"
 }
 
 @test "a W&B key in the environment or ~/.netrc is found and never printed" {

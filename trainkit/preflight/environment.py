@@ -200,6 +200,8 @@ def check_credentials(report: Report) -> None:
     """W&B and Hugging Face credentials present: where they were found, never their values."""
     if where := credentials.wandb_key_present():
         report.ok(f"W&B API key found ({where})")
+    elif os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        report.ok(f"W&B: WANDB_MODE={os.environ['WANDB_MODE']} (no key needed)")
     else:
         report.warning("no W&B API key: training will log offline",
                        "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login` "
