@@ -221,4 +221,6 @@ def _shown(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainkit.core.protocol import run_command
+
+    sys.exit(run_command(main))

@@ -18,4 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainkit.core.notify import test_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(test_main())
+    from trainkit.core.protocol import run_command
+
+    sys.exit(run_command(test_main))

@@ -19,4 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainkit.preflight.attention_fetch import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from trainkit.core.protocol import run_command
+
+    sys.exit(run_command(main))

@@ -48,6 +48,8 @@ source "$(dirname "$0")/lib/platform.sh"
 # shellcheck source=lib/steps.sh
 source "$(dirname "$0")/lib/steps.sh"
 tk_maybe_help "$0" "$@"
+# Ctrl-C: once the command running now has ended, one ERROR line and the shell's 130, never a SUCCESS last.
+trap 'tk_die 130 "setup interrupted (Ctrl-C)" "re-run $0 with the same arguments; finished steps are skipped"' INT
 
 platform="" config="" recreate=0 assume_yes=0
 # need_value OPTION [VALUE] — fail unless OPTION was given a value.

@@ -117,3 +117,23 @@ def test_a_reader_that_goes_away_does_not_stop_the_writer(tmp_path):
     proc.stdout.close()  # the tee or terminal that read it is gone
     assert proc.wait(timeout=30) == 0
     assert (tmp_path / "done").read_text() == "yes"
+
+
+def test_ctrl_c_during_a_check_is_one_error_line_and_exit_130_never_a_traceback_or_a_success(tmp_path):
+    import signal
+    import time
+
+    from conftest import PYTHON
+
+    proc = subprocess.Popen([PYTHON, "scripts/validate_training_config.py", "--config", "configs/smoke.yaml",
+                             "--output_dir", str(tmp_path / "o")], cwd=ROOT, env=base_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.0)  # inside main(): importing torch and transformers, or already checking
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the check finished before Ctrl-C arrived")
+    assert proc.returncode == 130, out[-2000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    tagged = [line for line in out.splitlines() if TAGGED.match(line)]
+    assert tagged[-1] == "❌ ERROR: interrupted (Ctrl-C) before it finished: its checks and results are incomplete"

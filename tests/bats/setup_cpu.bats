@@ -81,3 +81,13 @@ setup() {
   run -1 "$REPO/scripts/setup.sh" --platform cpu --config configs/nope.yaml
   assert_line "❌ ERROR: config file not found: configs/nope.yaml"
 }
+
+@test "Ctrl-C during setup ends it with one ERROR line and 130 after the running check, never a SUCCESS last" {
+  mkdir -p "$REPO/.venv-local" "$REPO/models/tiny-chat"
+  touch "$REPO/.venv-local/.trainkit-deps" "$REPO/models/tiny-chat/config.json"
+  STUB_SLEEP=2 run timeout --preserve-status -s INT 1 "$REPO/scripts/setup.sh" --platform cpu
+  assert_equal "$status" 130
+  assert_equal "${lines[-2]}" "❌ ERROR: setup interrupted (Ctrl-C)"
+  refute_line --partial "Traceback"
+}
+

@@ -80,3 +80,17 @@ def error(message: str, hint: str | None = None) -> None:
 
 def resume(step: int) -> None:
     _emit(f"⚠️ RESUME: Found checkpoint at step {step}. Resuming training.", YELLOW)
+
+
+INTERRUPTED_BY_CTRL_C = 130  # the shell's status for a command ended by SIGINT
+
+
+def run_command(main) -> int:
+    """A script's main() with Ctrl-C as one ERROR line and exit 130, never a KeyboardInterrupt traceback (and
+    never a SUCCESS as the last verdict of an interrupted command)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        error("interrupted (Ctrl-C) before it finished: its checks and results are incomplete",
+              "re-run the same command")
+        return INTERRUPTED_BY_CTRL_C
