@@ -114,18 +114,19 @@ def test_a_tool_result_after_a_later_user_turn_is_an_orphan(tmp_path):
     assert "2: messages[6] (tool) is a tool result with no tool call" in only_error(report)
 
 
-def test_only_the_first_bad_line_is_an_error_and_the_others_are_counted(tmp_path):
+def test_one_error_names_the_first_bad_line_and_lists_the_others_with_their_reasons(tmp_path):
     path = write(tmp_path, SAMPLE_LINES[0], "{oops", SAMPLE_LINES[1], {"messages": []}, "", SAMPLE_LINES[2])
     summary, report = checked(path)
     message = only_error(report)
     assert message.startswith(f"{path}:2: is not valid JSON")
-    assert message.endswith("(and 2 more bad lines)")
+    assert message.endswith("(and 2 more bad lines: line 4: \"messages\" is an empty list; line 5: is blank)")
     assert (summary.examples, summary.bad_lines) == (3, 3)
 
 
 def test_one_other_bad_line_is_counted_in_the_singular(tmp_path):
     _, report = checked(write(tmp_path, SAMPLE_LINES[0], "[]", "{}"))
-    assert only_error(report).endswith(":2: is a list, not a JSON object (and 1 more bad line)")
+    assert only_error(report).endswith(":2: is a list, not a JSON object (and 1 more bad line: line 3: "
+                                       "has no \"messages\" list (keys: none))")
 
 
 def test_a_blank_line_in_the_middle_is_an_error_but_trailing_blank_lines_are_not(tmp_path):
@@ -310,3 +311,10 @@ def test_a_long_tail_suggests_the_length_that_fits_99_percent():
 def test_a_handful_of_outliers_are_suggested_for_dropping():
     value, hint = suggest_max_length(1000, [900, 3000], 512)
     assert value == 3008 and "outliers" in hint
+
+
+def test_past_ten_bad_lines_the_rest_are_counted_not_listed(tmp_path):
+    path = write(tmp_path, SAMPLE_LINES[0], *(["[]"] * 13))
+    message = only_error(checked(path)[1])
+    assert message.count("; line ") == 8 and message.endswith("; 3 more not listed)")
+

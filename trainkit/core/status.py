@@ -31,6 +31,17 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def epoch_of(value) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
@@ -71,11 +82,14 @@ def world_size() -> int:
 class RunStatus:
     """Owns status.json and events.jsonl for one output_dir."""
 
-    def __init__(self, output_dir: Path, enabled: bool = True, **fields):
+    def __init__(self, output_dir: Path, enabled: bool = True, run_started: float | None = None, **fields):
+        """`run_started`: when the run began, for a relaunch the first launch's time (elapsed_seconds counts
+        from it; launch_elapsed_seconds from this process's start)."""
         self.output_dir = output_dir
         self.enabled = enabled
         self.write_failed = False
         self.started = time.time()
+        self.run_started = run_started or self.started
         self.data = {
             "schema_version": SCHEMA_VERSION,
             "state": "starting",
@@ -95,13 +109,21 @@ class RunStatus:
             "pid": os.getpid(),
             "output_dir": str(output_dir),
             "started_at": now_iso(),
+            "run_started_at": iso(self.run_started),
             "updated_at": now_iso(),
             **fields,
         }
 
+    def restart_run_clock(self) -> None:
+        """This start trains the run from its beginning: the run's elapsed time starts now."""
+        self.run_started = self.started
+        self.data["run_started_at"] = iso(self.run_started)
+
     def update(self, **fields) -> None:
         self.data.update(fields)
-        self.data["elapsed_seconds"] = round(time.time() - self.started, 3)
+        now = time.time()
+        self.data["elapsed_seconds"] = round(now - self.run_started, 3)
+        self.data["launch_elapsed_seconds"] = round(now - self.started, 3)
         self.data["updated_at"] = now_iso()
         if self.enabled:
             self._write(STATUS_FILE, lambda path: write_json_atomic(path, redact_strings(self.data)))

@@ -69,6 +69,7 @@ class FileSummary:
     examples: int = 0  # valid examples
     with_tool_calls: int = 0
     bad_lines: int = 0
+    shown_bad: list[tuple[int, str]] = field(default_factory=list)  # (line, what) of the first BAD_LINES_LISTED
     valid: bool = True  # False on any problem, including whole-file ones
     hashes: list[tuple[int, bytes]] = field(default_factory=list)  # (line, digest) per valid example, file order
 
@@ -366,8 +367,11 @@ def check_chat_file(path: str | Path, key: str, report: Report) -> FileSummary:
     return summary
 
 
+BAD_LINES_LISTED = 10  # in the one ERROR, so that one fix pass mends them all
+
+
 def scan(file: Path, summary: FileSummary) -> tuple[int, BadLine] | None:
-    """Read every line into `summary`; the first bad line and why, if any."""
+    """Read every line into `summary` (the first BAD_LINES_LISTED bad ones listed); the first bad line and why."""
     first: tuple[int, BadLine] | None = None
     blank_run: list[int] = []
     for number, raw in read_lines(file):
@@ -382,12 +386,16 @@ def scan(file: Path, summary: FileSummary) -> tuple[int, BadLine] | None:
         for blank in blank_run:
             first = first or (blank, BadLine("is blank", f"delete blank lines: sed -i '/^[[:space:]]*$/d' {file}"))
             summary.bad_lines += 1
+            if len(summary.shown_bad) < BAD_LINES_LISTED:
+                summary.shown_bad.append((blank, "is blank"))
         blank_run.clear()
         try:
             example = parse_line(raw)
         except BadLine as bad:
             first = first or (number, bad)
             summary.bad_lines += 1
+            if len(summary.shown_bad) < BAD_LINES_LISTED:
+                summary.shown_bad.append((number, bad.what))
             continue
         summary.examples += 1
         summary.with_tool_calls += has_tool_calls(example)
@@ -410,7 +418,12 @@ def report_bad_line(summary: FileSummary, number: int, bad: BadLine, report: Rep
                      f"put each example on one line: jq -c . {file} > {file.with_name(file.stem + '.lines.jsonl')}")
         return
     more = summary.bad_lines - 1
-    suffix = f" (and {more} more bad line{'s' if more > 1 else ''})" if more else ""
+    suffix = ""
+    if more:
+        listed = [f"line {n}: {what}" for n, what in summary.shown_bad[1:]]
+        unlisted = more - len(listed)
+        suffix = (f" (and {more} more bad line{'s' if more > 1 else ''}: {'; '.join(listed)}"
+                  + (f"; {unlisted} more not listed" if unlisted else "") + ")")
     hint = bad.hint
     if bad.convert:
         hint += convert_command(summary.path, bad.convert)

@@ -22,7 +22,7 @@ from pathlib import Path
 from trainkit.core import lock
 from trainkit.core.errors import TrainkitError
 from trainkit.core.protocol import ExitCode
-from trainkit.core.status import STATUS_FILE, RunStatus, is_main_process, read_json
+from trainkit.core.status import STATUS_FILE, RunStatus, epoch_of, is_main_process, read_json
 
 ATTEMPT_ENV = "TRAINKIT_ATTEMPT"
 
@@ -106,8 +106,10 @@ class Claim:
         previous = read_json(output_dir / STATUS_FILE) or {}
         if previous.get("launch_id") is not None and isinstance(previous.get("resume_count"), int):
             self.previous_resumes = previous["resume_count"]
+        # A relaunch shows where the run is, not a reset: the last known step and length, and the run's clock.
+        carried = {k: previous[k] for k in ("step", "max_steps") if isinstance(previous.get(k), int)}
         self.status = RunStatus(
-            output_dir, enabled=main,
+            output_dir, enabled=main, run_started=epoch_of(previous.get("run_started_at")), **carried,
             pid_start=lock.process_start_time(os.getpid()),
             launch_id=os.environ.get(lock.LAUNCH_ID_ENV) or f"manual-{uuid.uuid4().hex[:12]}",
             attempt=int(os.environ.get(ATTEMPT_ENV, "1") or 1),

@@ -198,6 +198,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float, claim: C
                  f"{newest.path.name if newest else 'the start'}, the newest one complete on all of them",
                  "a node was stopped mid-save or its copy is behind; the newer checkpoints are left in place")
     step = newest.step if newest else 0
+    if newest is None:
+        status.restart_run_clock()  # trained from its beginning: a new run's clock
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.
     if main_proc:
