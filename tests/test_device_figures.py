@@ -40,7 +40,15 @@ def test_a_failing_nvml_gives_no_figures_instead_of_an_error(monkeypatch):
     assert device_figures.nvml_figures(0) is None
 
 
-def test_on_a_cpu_machine_only_the_cpu_figure_is_set():
-    figures = device_figures.device_figures()
-    assert set(figures) == set(device_figures.empty())
-    assert figures["utilization_percent"] is None and isinstance(figures["cpu_percent"], float)
+def test_on_a_cpu_machine_only_the_cpu_figure_is_set_and_it_measures_the_work_since_the_last_look(monkeypatch):
+    import time
+
+    monkeypatch.setattr(device_figures, "_PROCESS", None)
+    first = device_figures.device_figures()
+    assert set(first) == set(device_figures.empty())
+    assert first["utilization_percent"] is None and first["cpu_percent"] is None, "no interval yet: not 0 %"
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass  # a busy trainer
+    second = device_figures.device_figures()
+    assert second["cpu_percent"] > 20

@@ -45,3 +45,15 @@ def test_the_smoke_run_log_has_no_silenced_warning(smoke_run):
     _, run = smoke_run
     assert "is_gradient_checkpointing" not in run.output
     assert "FutureWarning" not in run.output
+
+
+def test_reading_the_m4_config_prints_no_deprecation_warning_a_config_cannot_fix():
+    import warnings
+
+    from conftest import ROOT
+    from trainkit.config.settings import parse
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parse(["--config", str(ROOT / "configs" / "training_config_m4.yaml")])
+    assert not [w for w in caught if "gradient_checkpointing` is deprecated" in str(w.message)]

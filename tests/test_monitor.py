@@ -54,3 +54,16 @@ def test_the_sparkline_spans_the_lowest_to_the_highest_value_and_fits_its_width(
     assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
     assert len(sparkline([float(i) for i in range(500)], width=40)) == 40
     assert sparkline([]) == ""
+
+
+def test_a_cpu_run_shows_no_device_memory_it_does_not_have(tmp_path):
+    import json
+
+    status = json.loads((RECORDED / "status.json").read_text())
+    status["memory"] = {"rss_bytes": 1_500_000_000}
+    status["gpu"] = {**dict.fromkeys(status.get("gpu") or {}), "cpu_percent": 97.0}
+    run = tmp_path / "cpu_run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps(status))
+    text = render_text(Snapshot.read(run), width=100)
+    assert "cpu 97%" in text and "device allocated" not in text

@@ -361,6 +361,9 @@ def load_yaml(path: str) -> dict:
 
 def parse(argv: list[str] | None = None) -> Config:
     """Parse YAML + CLI into TRL's dataclasses, with machine-aware defaults."""
+    from trainkit.core.library_warnings import silence_unactionable
+
+    silence_unactionable()  # every command that reads a config: TRL's dataclasses warn about their own names
     argv = list(sys.argv[1:] if argv is None else argv)
     refuse_secret_flags(argv)
     config_path = None

@@ -19,6 +19,8 @@ import warnings
 UNACTIONABLE: tuple[tuple[type[Warning], str, str], ...] = (
     (FutureWarning, "`is_gradient_checkpointing` is deprecated",
      "TRL 1.16 reads transformers 5.23's deprecated alias when gradient checkpointing is on"),
+    (FutureWarning, "`gradient_checkpointing` is deprecated",
+     "TRL 1.16's SFTConfig passes transformers 5.23 the old name; a config says activation_checkpointing"),
 )
 
 

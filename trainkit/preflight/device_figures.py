@@ -36,13 +36,29 @@ def nvml_figures(index: int = 0) -> dict | None:
         return None
 
 
+_PROCESS = None  # one psutil.Process for the whole run: cpu_percent measures since its previous call
+
+
+def process_cpu_percent() -> float | None:
+    """The trainer's CPU use since the previous call (100 = one core); None on the first call, which has no
+    interval to measure over (psutil answers 0.0 then, which would read as an idle trainer)."""
+    global _PROCESS
+    import psutil
+
+    if _PROCESS is None:
+        _PROCESS = psutil.Process()
+        _PROCESS.cpu_percent(interval=None)
+        return None
+    return _PROCESS.cpu_percent(interval=None)
+
+
 def device_figures() -> dict:
     figures = empty()
     try:
         import psutil
         import torch
 
-        figures["cpu_percent"] = psutil.Process().cpu_percent(interval=None)
+        figures["cpu_percent"] = process_cpu_percent()
         if torch.cuda.is_available():
             index = torch.cuda.current_device()
             found = nvml_figures(index)

@@ -118,8 +118,9 @@ def figures(snap: Snapshot) -> list[tuple[str, str]]:
                                     f"{gigabytes(gpu.get('memory_total_bytes'))}  "
                                     f"{number(gpu.get('temperature_c'), '.0f', '°C')}  "
                                     f"{number(gpu.get('power_watts'), '.0f', ' W')}"))
+    device = memory.get("device_allocated_bytes")
     rows.append(("host", f"cpu {number(gpu.get('cpu_percent'), '.0f', '%')}  rss {gigabytes(memory.get('rss_bytes'))}"
-                         f"  device allocated {gigabytes(memory.get('device_allocated_bytes'))}"))
+                         + (f"  device allocated {gigabytes(device)}" if device is not None else "")))
     if s.get("wandb_url"):
         rows.append(("W&B", s["wandb_url"]))
     if s.get("continuation"):
