@@ -4,13 +4,16 @@
     python scripts/convert_data.py data/raw/glaive_toolcall.jsonl data/processed/train.jsonl
     python scripts/convert_data.py alpaca_data.jsonl data/processed/train.jsonl --from alpaca
 
+IN may be JSON Lines, a JSON array of examples (LLaMA-Factory's demo files), Parquet or CSV (a Hub
+dataset's files, read through `datasets`), or a directory a dataset was saved to.
 FORMAT is one of sharegpt (conversations of from/value turns, with LLaMA-Factory's
 function_call/observation turns and tools string), alpaca (instruction/input/output),
 openai-functions (legacy function_call and functions) or openai (chat whose tool-call
-arguments are JSON strings); without --from it is detected from the first example.
-Every line written is checked like train_file; a line that cannot be converted is
-reported with its number and reason (one WARNING) and kept in OUT.skipped.jsonl. Exit 0
-when at least one line converted, 1 when none did or the input cannot be read.
+arguments are JSON strings); without --from it is detected from the first example that parses.
+Every line written is checked like train_file; an example that cannot be converted is
+reported with its line (or row) number and reason (one WARNING) and kept in OUT.skipped.jsonl.
+OUT is written only when something converted. Exit 0 when at least one example converted, 1 when
+none did or the input cannot be read.
 """
 
 from __future__ import annotations
@@ -35,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path, metavar="OUT")
     parser.add_argument("--from", dest="fmt", choices=FORMATS, help="the input format (default: detect it)")
     args = parser.parse_args(argv)
-    if not args.source.is_file():
-        protocol.error(f"{args.source} is not a file", "give the JSONL file to convert as IN")
+    if not args.source.exists():
+        protocol.error(f"{args.source} does not exist", "give the file to convert as IN (JSONL, a JSON array, "
+                       "Parquet, CSV, or a directory a dataset was saved to)")
         return protocol.ExitCode.ERROR
     if args.source.resolve() == args.target.resolve():
         protocol.error("IN and OUT are the same file", "write the converted data to a new file")
         return protocol.ExitCode.ERROR
     args.target.parent.mkdir(parents=True, exist_ok=True)
-    result = convert_file(args.source, args.target, args.fmt)
+    try:
+        result = convert_file(args.source, args.target, args.fmt)
+    except (OSError, ValueError) as exc:  # datasets could not read the Parquet/CSV/saved dataset
+        protocol.error(f"{args.source} cannot be read: {exc.__class__.__name__}: {exc}".splitlines()[0][:300],
+                       "give JSON Lines, a JSON array of examples, Parquet, CSV, or a directory a dataset was saved to")
+        return protocol.ExitCode.ERROR
     if result.fmt is None:
         protocol.error(f"{args.source}: the first example is in none of the formats this converts",
                        f"pass --from with one of {', '.join(FORMATS)}, or see the data format in README.md")

@@ -91,3 +91,35 @@ def test_the_validator_names_the_exact_convert_command_for_a_foreign_format(name
     check_chat_file(CORPUS / name, "train_file", report)
     [error] = report.errors
     assert convert_command(CORPUS / name, fmt) in error.hint
+
+
+def test_a_json_array_as_llama_factory_ships_its_demo_data_converts_like_its_lines(tmp_path, capfd):
+    name = "sharegpt_glaive_toolcall.jsonl"
+    array = tmp_path / "glaive_toolcall_demo.json"
+    array.write_text(json.dumps(rows(CORPUS / name), indent=2))
+    assert convert_data.main([str(array), str(tmp_path / "out.jsonl")]) == 0
+    assert rows(tmp_path / "out.jsonl") == rows(CORPUS / name.replace(".jsonl", ".expected.jsonl"))
+    assert f"{array}:4: skipped: " in capfd.readouterr().out, "an array's examples are numbered by position"
+
+
+@pytest.mark.parametrize("shape", ["parquet", "csv", "saved"])
+def test_parquet_csv_and_a_saved_dataset_convert_through_datasets(shape, tmp_path, capfd):
+    import datasets
+
+    # As a Hub dataset's files hold it: the schema of every row (CSV: the flat columns only).
+    flat = shape == "csv"
+    lines = [r for r in rows(CORPUS / "alpaca.jsonl") if not flat or not ({"history", "system"} & set(r))]
+    expected = rows(CORPUS / "alpaca.expected.jsonl")[:len(lines)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    table = datasets.load_dataset("json", data_files=str(tmp_path / "rows.jsonl"), split="train",
+                                  cache_dir=str(tmp_path / "cache"))
+    source = tmp_path / {"parquet": "train.parquet", "csv": "train.csv", "saved": "saved"}[shape]
+    {"parquet": table.to_parquet, "csv": table.to_csv, "saved": table.save_to_disk}[shape](str(source))
+    assert convert_data.main([str(source), str(tmp_path / "out.jsonl")]) == 0, capfd.readouterr().out
+    assert rows(tmp_path / "out.jsonl") == expected
+
+
+def test_a_conversion_with_nothing_converted_leaves_no_output_behind(tmp_path, capfd):
+    target = tmp_path / "o.jsonl"
+    assert convert_data.main([str(CORPUS / "alpaca.jsonl"), str(target), "--from", "sharegpt"]) == 1
+    assert not target.exists() and not (tmp_path / "o.jsonl.partial").exists()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainkit.data.checks import BadLine, check_example, kind, parse_line, read_lines
+from trainkit.data.checks import UTF8_BOM, BadLine, check_example, kind, read_lines
 from trainkit.data.tool_arguments import parse_arguments
 
 FORMATS = ("sharegpt", "alpaca", "openai-functions", "openai")
@@ -233,42 +233,92 @@ class Conversion:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
 
 
+TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
+
+
+def records(source: Path):
+    """(position, record or a Skip) for each example of the source, whatever its shape:
+    - JSON Lines (the preflight's line rules: BOM, CRLF and trailing blank lines are fine), by line number;
+    - a JSON array of objects (LLaMA-Factory's demo files, `hf download` JSON), by position in the array;
+    - Parquet or CSV (a Hub dataset's files), and a directory a dataset was saved to, through `datasets`, by row.
+    """
+    if source.is_dir() or source.suffix.lower() in TABLE_SUFFIXES:
+        yield from table_records(source)
+        return
+    with source.open("rb") as fh:
+        head = fh.read(4096).removeprefix(UTF8_BOM).lstrip()
+    if head.startswith(b"["):
+        try:
+            items = json.loads(source.read_bytes().removeprefix(UTF8_BOM))
+        except ValueError as exc:
+            yield 1, Skip(f"is a JSON array that does not parse ({exc})")
+            return
+        for number, item in enumerate(items, start=1):
+            yield number, item
+        return
+    for number, raw in read_lines(source):
+        if not raw:
+            continue
+        try:
+            yield number, json.loads(raw)
+        except ValueError as exc:
+            yield number, Skip(f"is not valid JSON ({exc.msg} at column {exc.colno})")
+
+
+def table_records(source: Path):
+    import datasets
+
+    if source.is_dir():
+        loaded = datasets.load_from_disk(str(source))
+        table = loaded[next(iter(loaded))] if isinstance(loaded, datasets.DatasetDict) else loaded
+    else:
+        table = datasets.load_dataset(TABLE_SUFFIXES[source.suffix.lower()], data_files=str(source), split="train")
+    for number, row in enumerate(table, start=1):
+        yield number, json_ready(row)
+
+
+def json_ready(value):
+    """A row from Arrow as plain JSON values: columns Arrow filled with None for a missing key are dropped."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def first_example(path: Path):
-    for _, raw in read_lines(path):
-        if raw:
-            try:
-                return parse_line(raw)
-            except BadLine:
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    return None
+    for _, record in records(path):
+        if not isinstance(record, Skip):
+            return record
     return None
 
 
 def convert_file(source: Path, target: Path, fmt: str | None = None) -> Conversion:
-    """Convert line by line into `target`; skipped lines (with line and reason) go to target.skipped.jsonl."""
+    """Convert every record into `target`; skipped ones (position and reason) go to target.skipped.jsonl. The
+    output is written beside `target` and moved into place only when something converted: a failure leaves no
+    empty file behind."""
     result = Conversion(str(source), fmt or detect(first_example(source)))
     if result.fmt is None:
         return result
     skipped_path = skipped_file(target)
-    with target.open("w", encoding="utf-8") as out, skipped_path.open("w", encoding="utf-8") as rejects:
-        for number, raw in read_lines(source):
-            if not raw:
-                continue
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("w", encoding="utf-8") as out, skipped_path.open("w", encoding="utf-8") as rejects:
+        for number, record in records(source):
             try:
-                try:
-                    example = json.loads(raw)
-                except ValueError as exc:
-                    raise Skip(f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
-                converted = convert_example(example, result.fmt)
+                if isinstance(record, Skip):
+                    raise record
+                converted = convert_example(record, result.fmt)
             except Skip as skip:
                 result.skipped.append((number, str(skip)))
-                rejects.write(json.dumps({"line": number, "reason": str(skip),
-                                          "raw": raw.decode("utf-8", "replace")}, ensure_ascii=False) + "\n")
+                rejects.write(json.dumps({"line": number, "reason": str(skip), "raw": record if not isinstance(
+                    record, Skip) else None}, ensure_ascii=False, default=str) + "\n")
                 continue
             out.write(json.dumps(converted, ensure_ascii=False) + "\n")
             result.converted += 1
+    if result.converted:
+        partial.replace(target)
+    else:
+        partial.unlink()
     if not result.skipped:
         skipped_path.unlink()
     return result
