@@ -63,3 +63,20 @@ def test_a_dry_run_of_the_h100_config_plans_a_7b_run_offline_without_its_weights
     assert "⚠️ WARNING: dry run: no tokenizer or architecture for Qwen/Qwen2.5-7B-Instruct offline" in result.stdout
     assert "[DRY-RUN] memory estimate: estimated peak memory 54.5 GB is 78% of the 70 GB budget" in result.stdout
     assert not out.exists()
+
+
+def test_the_dry_run_plan_states_the_preflights_own_duration_estimate(tmp_path):
+    from trainkit.config.settings import parse
+    from trainkit.core.report import Report
+    from trainkit.preflight.checks import preflight
+    from trainkit.train.callbacks import format_duration
+    from trainkit.train.dryrun import plan
+
+    config = parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o")])
+    report = Report("PREFLIGHT")
+    preflight(config, report)
+    assert config.duration_seconds is not None
+    assert any(f.message.startswith("duration estimate (from FLOPs") for f in report.findings)
+    lines = plan(config, 320, report, None)
+    assert f"expected duration ~{format_duration(config.duration_seconds)} (estimated from FLOPs and the chip" in \
+        " ".join(lines)

@@ -133,9 +133,17 @@ def test_max_length_covers_the_data_and_max_steps_counts_epochs(tmp_path, capfd)
 
 def test_hours_size_max_steps_by_the_throughput(tmp_path, capfd):
     config, _ = suggested(tmp_path, capfd, "--model", TINY, "--platform", "cpu", "--memory-gb", "8", *DATA,
-                          "--hours", "1", "--tokens-per-second", "1000")
+                          "--hours", "0.05", "--tokens-per-second", "1000")
     effective = config["per_device_train_batch_size"] * config["gradient_accumulation_steps"]
-    assert config["max_steps"] == pytest.approx(3600 * 1000 / (effective * 195), rel=0.05)
+    assert config["max_steps"] == pytest.approx(0.05 * 3600 * 1000 / (effective * 195), rel=0.05)
+
+
+def test_hours_that_would_mean_dozens_of_epochs_are_capped_at_ten_and_said(tmp_path, capfd):
+    config, out = suggested(tmp_path, capfd, "--model", TINY, "--platform", "cpu", "--memory-gb", "8", *DATA,
+                            "--hours", "3", "--tokens-per-second", "1000")
+    effective = config["per_device_train_batch_size"] * config["gradient_accumulation_steps"]
+    assert config["max_steps"] == -(-10 * 320 // effective)
+    assert "[SUGGEST] --hours 3 at ~1,000 tokens/s would be " in out and ": capped at 10 epochs (" in out
 
 
 def test_the_command_line_beats_the_config_which_beats_the_preset_which_beats_the_suggestion(tmp_path, capfd):

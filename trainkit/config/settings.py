@@ -143,6 +143,7 @@ class Config:
     sources: dict = field(default_factory=dict)  # key -> where its value came from, for the preflight
     strategy: object = None  # trainkit.preflight.strategy.Strategy, decided by the preflight
     attention: object = None  # trainkit.config.attention.Choice, decided while parsing
+    duration_seconds: float | None = None  # the preflight's estimate from FLOPs (trainkit.preflight.duration)
 
     @property
     def tag(self) -> str:

@@ -124,6 +124,7 @@ def check_duration(config, params: int, tokens_per_example: float | None, report
     seconds, how = duration_estimate(params=params, tokens=tokens, device=device, chip=chip,
                                      checkpointing=bool(sft.activation_checkpointing),
                                      load_in_4bit=bool(getattr(config.model, "load_in_4bit", False)))
+    config.duration_seconds = seconds  # the dry run's plan prints the same figure
     after = config.trainkit.estimate_after_steps
     report.ok(f"duration estimate (from FLOPs, not measured): {rough(seconds)} for {sft.max_steps:,} steps "
               f"x {sequences} sequences x ~{per_example:,.0f} tokens = {how}"

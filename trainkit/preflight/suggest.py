@@ -59,6 +59,7 @@ BYTES_PER_TOKEN_GUESS = 3.6  # UTF-8 bytes per BPE token for English chat text, 
 LR_BY_SIZE = ((1e9, 5e-4), (4e9, 3e-4), (15e9, 2e-4), (math.inf, 1e-4))
 REFERENCE_BATCH = 16
 DEFAULT_STEPS = 1000
+MAX_EPOCHS = 10  # --hours never schedules more passes over the data than this
 SOURCE_NAMES = ("command line", "config", "preset", "suggested")
 # Keys the memory search takes as given when someone fixed them.
 SEARCH_KEYS = ("lora_r", "lora_target_modules", "max_length", "per_device_train_batch_size",
@@ -432,8 +433,18 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
     seconds_per_step = effective * tokens_per_example / tps
     if hours:
         steps = max(1, int(hours * 3600 / seconds_per_step))
-        s.set("max_steps", steps, f"fills {hours:g} h at ~{tps:,.0f} tokens/s "
-              + ("(measured)" if measured_tokens_per_second else "(estimated)"))
+        epochs = steps * effective / profile.examples if profile and profile.examples else 0
+        if epochs > MAX_EPOCHS:
+            capped = max(1, math.ceil(MAX_EPOCHS * profile.examples / effective))
+            s.notes.append(f"--hours {hours:g} at ~{tps:,.0f} tokens/s would be {steps:,} steps, {epochs:,.0f} epochs "
+                           f"of {profile.examples} examples: capped at {MAX_EPOCHS} epochs ({capped:,} steps, about "
+                           f"{format_duration(capped * seconds_per_step)}); more passes over the same data overfit it")
+            s.set("max_steps", capped, f"{MAX_EPOCHS} epochs of {profile.examples} examples (--hours {hours:g} "
+                                       f"would be {epochs:,.0f} epochs)")
+            steps = capped
+        else:
+            s.set("max_steps", steps, f"fills {hours:g} h at ~{tps:,.0f} tokens/s "
+                  + ("(measured)" if measured_tokens_per_second else "(estimated)"))
     elif profile:
         steps = max(1, math.ceil(chosen.epochs * profile.examples / effective))
         s.set("max_steps", steps,

@@ -130,10 +130,17 @@ def plan(config, examples: int, report, newest) -> list[str]:
     else:
         lines = [f"effective batch {effective} ({shape}); "
                  f"{steps} steps = {epochs:.2f} epochs of {examples} examples ({steps_per_epoch} steps each)"]
-    seconds, tps = expected_seconds(config, steps, effective)
-    if seconds is not None:
-        lines.append(f"expected duration ~{format_duration(seconds)} at ~{tps:,.0f} tokens/s (estimated from the "
-                     f"model size; the run measures its own after {config.trainkit.estimate_after_steps} steps)")
+    if getattr(config, "duration_seconds", None) is not None:
+        # The preflight's own figure (trainkit.preflight.duration): the data's token lengths, FLOPs and the chip.
+        lines.append(f"expected duration ~{format_duration(config.duration_seconds)} (estimated from FLOPs and the "
+                     f"chip, as the preflight's duration line; the run measures its own after "
+                     f"{config.trainkit.estimate_after_steps} steps)")
+    else:
+        seconds, tps = expected_seconds(config, steps, effective)
+        if seconds is not None:
+            lines.append(f"expected duration ~{format_duration(seconds)} at ~{tps:,.0f} tokens/s (estimated from "
+                         f"the model size; the run measures its own after {config.trainkit.estimate_after_steps} "
+                         "steps)")
     if sft.save_strategy == "steps" and sft.save_steps:
         every = int(sft.save_steps) if sft.save_steps >= 1 else max(1, int(sft.save_steps * steps))
         lines.append(f"checkpoints every {every} steps ({steps // every} in the run, plus the last step), "
