@@ -74,7 +74,7 @@ def test_the_dry_run_plan_states_the_preflights_own_duration_estimate(tmp_path):
 
     config = parse(["--config", "configs/smoke.yaml", "--output_dir", str(tmp_path / "o")])
     report = Report("PREFLIGHT")
-    preflight(config, report)
+    preflight(config, report, data=False)
     assert config.duration_seconds is not None
     assert any(f.message.startswith("duration estimate (from FLOPs") for f in report.findings)
     lines = plan(config, 320, report, None)

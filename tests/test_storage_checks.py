@@ -270,3 +270,11 @@ def test_an_explicit_minimum_overrides_the_platform_and_the_thresholds_live_in_o
     assert all(required <= recommended for required, recommended in storage.PLATFORM_DISK_GB.values())
     with pytest.raises(ValueError, match="unknown platform 'tpu'"):
         storage.disk_thresholds("tpu")
+
+
+def test_the_margin_is_sized_from_the_model_so_a_tiny_run_asks_for_megabytes_not_gigabytes():
+    assert storage.margin_for(15 * GB) == storage.DEFAULT_MARGIN_BYTES
+    assert storage.margin_for(1_400_000) == storage.MIN_MARGIN_BYTES
+    tiny = storage.disk_needed_bytes(1_400_000, False, save_total_limit=3, checkpoint_bytes=2_000_000,
+                                     margin=storage.margin_for(1_400_000))
+    assert tiny < GB / 2

@@ -363,7 +363,12 @@ def check_memory_and_disk(estimate, source: ModelSource, config, report: Report)
     """`estimate`: the run's memory on each GPU under its strategy."""
     from trainkit.preflight.gpu import memory_budget_gb
     from trainkit.preflight.memory import check_memory
-    from trainkit.preflight.storage import check_run_disk, check_runpod_persistence, lora_checkpoint_bytes
+    from trainkit.preflight.storage import (
+        check_run_disk,
+        check_runpod_persistence,
+        lora_checkpoint_bytes,
+        margin_for,
+    )
 
     sft, margs, targs = config.sft, config.model, config.trainkit
     load_in_4bit = bool(getattr(margs, "load_in_4bit", False))
@@ -387,5 +392,6 @@ def check_memory_and_disk(estimate, source: ModelSource, config, report: Report)
         model_cached=source.where == "local" or source.weights_present,
         save_total_limit=save_total_limit,
         checkpoint_bytes=lora_checkpoint_bytes(estimate.lora_params),
+        margin=margin_for(params * DTYPE_BYTES.get(margs.dtype, 2)),
     )
     check_runpod_persistence(report, [config.output_dir])

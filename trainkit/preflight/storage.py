@@ -32,6 +32,13 @@ PLATFORM_DISK_GB = {
 }
 DEFAULT_MIN_GB, DEFAULT_RECOMMENDED_GB = PLATFORM_DISK_GB["h100"]
 DEFAULT_MARGIN_BYTES = 5 * GB  # logs, the datasets cache, the final adapter, W&B files
+MIN_MARGIN_BYTES = 256 * 2**20
+
+
+def margin_for(model_bytes: int) -> int:
+    """The margin a run keeps free beside its checkpoints, sized from the model: a 7B gets DEFAULT_MARGIN_BYTES, a
+    tiny model a few hundred MB (the logs, caches and final adapter of a tiny run are small too)."""
+    return max(MIN_MARGIN_BYTES, min(DEFAULT_MARGIN_BYTES, model_bytes))
 TOKENIZER_BYTES = 50 * 2**20  # tokenizer files copied into every checkpoint (~10-30 MB for 7B chat models)
 PERSISTENT_VOLUME = Path("/workspace")
 
