@@ -208,7 +208,6 @@ def child_config(config_path: str, steps: int, output_dir: str):
 
 def measure(kind: str, config_path: str, steps: int, skip: int, architecture: str | None = None) -> dict:
     """One run; `architecture` (a directory with a config.json) means random weights and synthetic data."""
-    import psutil
     import torch
     import transformers
     import trl
@@ -275,9 +274,7 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
             peak, peak_kind = torch.cuda.max_memory_reserved(), "CUDA max_memory_reserved"
             device_name = torch.cuda.get_device_name()
         else:
-            import resource
-
-            peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+            peak, peak_kind = process_peak_rss(), "process peak RSS"
             device_name = "cpu"
         estimate = memory_estimate(config, recompute, architecture)
         run = "padded" if kind == "trainkit_padded" else kind
@@ -306,14 +303,7 @@ def measure(kind: str, config_path: str, steps: int, skip: int, architecture: st
                 "loss_type": args.loss_type,
                 "dtype": config.model.dtype,
             },
-            "steps": meter.steps,
-            "skip": skip,
-            "time_to_first_step_s": round(meter.first_step_at - psutil.Process().create_time(), 2),
-            "peak_memory_bytes": peak,
-            "peak_memory_kind": peak_kind,
-            "estimate_bytes": estimate,
-            "params": params,
-            "peak_flops": peak_flops(device_name if cuda else None),
+            **measured(meter, skip, peak, peak_kind, estimate, params, peak_flops(device_name if cuda else None)),
         })
 
 
@@ -321,7 +311,6 @@ def measure_mlx(config_path: str, steps: int, skip: int, architecture: str | Non
     """One run of trainkit's MLX backend on the config; `architecture`: random weights on synthetic tokens."""
     import mlx.core as mx
     import mlx_lm
-    import psutil
     import torch
     import transformers
     import trl
@@ -378,9 +367,7 @@ def measure_mlx(config_path: str, steps: int, skip: int, architecture: str | Non
 
             device_name = apple_chip() or "Apple GPU"
         else:
-            import resource
-
-            peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS"
+            peak, peak_kind = process_peak_rss(), "process peak RSS"
             device_name = "cpu (MLX)"
         sft = config.sft
         return summarize({
@@ -402,15 +389,28 @@ def measure_mlx(config_path: str, steps: int, skip: int, architecture: str | Non
                 "max_length": sft.max_length, "load_in_4bit": bool(config.model.load_in_4bit),
                 "dtype": config.model.dtype,
             },
-            "steps": meter.steps,
-            "skip": skip,
-            "time_to_first_step_s": round(meter.first_step_at - psutil.Process().create_time(), 2),
-            "peak_memory_bytes": peak,
-            "peak_memory_kind": peak_kind,
-            "estimate_bytes": memory_estimate(config, bool(sft.activation_checkpointing), architecture),
-            "params": params,
-            "peak_flops": None,
+            **measured(meter, skip, peak, peak_kind,
+                       memory_estimate(config, bool(sft.activation_checkpointing), architecture), params, None),
         })
+
+
+def process_peak_rss() -> int:
+    """This process's peak resident memory in bytes (getrusage reports KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def measured(meter: Meter, skip: int, peak: int, peak_kind: str, estimate: int | None, params: int,
+             peak_flops: float | None) -> dict:
+    """The result fields every run kind records, from its meter and its memory figures."""
+    import psutil
+
+    return {"steps": meter.steps, "skip": skip,
+            "time_to_first_step_s": round(meter.first_step_at - psutil.Process().create_time(), 2),
+            "peak_memory_bytes": peak, "peak_memory_kind": peak_kind, "estimate_bytes": estimate, "params": params,
+            "peak_flops": peak_flops}
 
 
 def summarize(result: dict) -> dict:
