@@ -65,6 +65,28 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def read_events(output_dir: Path) -> list[dict]:
+    """Every JSON object in output_dir's events.jsonl, in order; a line being appended right now is skipped."""
+    try:
+        lines = (Path(output_dir) / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def last_event(output_dir: Path, kind: str) -> dict | None:
+    """The newest events.jsonl line of this kind, or None."""
+    return next((e for e in reversed(read_events(output_dir)) if e.get("event") == kind), None)
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun/accelerate, or a plain single process."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -10,11 +10,10 @@ progress bar and the panels and honours NO_COLOR and a non-terminal stdout by it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainkit.core.status import EVENTS_FILE, STATUS_FILE, read_json
+from trainkit.core.status import STATUS_FILE, read_events, read_json
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 48
@@ -39,7 +38,7 @@ class Snapshot:
         if status is None:
             return None
         snap = cls(output_dir, status)
-        for event in read_events(output_dir / EVENTS_FILE):
+        for event in read_events(output_dir):
             kind = event.get("event")
             if kind == "log" and isinstance(event.get("loss"), (int, float)):
                 snap.losses.append(float(event["loss"]))
@@ -55,20 +54,6 @@ class Snapshot:
     @property
     def state(self) -> str:
         return self.status.get("state") or "unknown"
-
-
-def read_events(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    events = []
-    for line in lines:
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue  # a line being appended right now
-    return events
 
 
 def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:

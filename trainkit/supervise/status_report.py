@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainkit.core import protocol
 from trainkit.core.protocol import ExitCode
+from trainkit.core.status import last_event
 from trainkit.supervise.supervision import Assessment, Observation, assess, observe
 from trainkit.train import checkpoints
 
@@ -258,22 +259,6 @@ class Report:
         else:
             protocol.error(f"status.json in {out_dir} has an unknown state '{v.recorded_state}'",
                            f"update trainkit, or read {out_dir}/status.json yourself")
-
-
-def last_event(output_dir: Path, kind: str) -> dict | None:
-    """The newest events.jsonl line of this kind, or None."""
-    try:
-        lines = (Path(output_dir) / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("event") == kind:
-            return event
-    return None
 
 
 def tail(path: Path, count: int) -> list[str]:

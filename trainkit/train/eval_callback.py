@@ -10,7 +10,6 @@ line with the two headline figures and what the evaluation cost.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from trainkit.core import protocol
-from trainkit.core.status import EVENTS_FILE, RunStatus, is_main_process
+from trainkit.core.status import RunStatus, is_main_process, last_event
 from trainkit.evaluate import toolcalls
 from trainkit.evaluate.tool_eval import Conversation, ToolEval, evaluate, read_conversations, sample
 
@@ -145,18 +144,8 @@ def log_to_wandb(block: dict, rows: list[dict], step: int) -> None:
 
 def last_eval(output_dir: Path) -> dict | None:
     """The newest eval event of earlier launches, as status.json's eval block."""
-    try:
-        lines = (Path(output_dir) / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("event") == "eval":
-            return {k: v for k, v in event.items() if k not in ("time", "event")}
-    return None
+    event = last_event(output_dir, "eval")
+    return {k: v for k, v in event.items() if k not in ("time", "event")} if event else None
 
 
 def generation_would_hang(config) -> bool:
