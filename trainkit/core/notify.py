@@ -177,6 +177,8 @@ def notify(event: str, output_dir: Path | str, *, message: str, exit_code: int |
 
 def failed_urls_to_warn(output_dir: Path | str, already: set[str]) -> list[dict]:
     """URLs whose delivery failed that this process has not warned about yet (adds them to `already`)."""
+    if not urls():
+        return []  # called at every logging step: nothing to look at without a webhook
     marks = Path(output_dir) / MARK_DIR
     found = []
     for path in sorted(marks.glob("*.failed")) if marks.is_dir() else []:
