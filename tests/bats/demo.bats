@@ -29,6 +29,9 @@ teardown() {
   mkdir -p "$COPY/outputs/smoke/checkpoint-500"
   echo "a user's own run" >"$COPY/outputs/smoke/checkpoint-500/adapter_model.safetensors"
   run -0 make -s -C "$COPY" demo DEMO_SESSION=demo-bats
+  # setup.sh checked the config a moment before: the launch recalls that pass in one line.
+  assert_equal "$(grep -c '^\[PREFLIGHT\] unchanged since this check passed' <<<"$output")" 1
+  assert_equal "$(grep -c '^\[PREFLIGHT\] loss mask:' <<<"$output")" 1
   assert_line --regexp "^⚠️ WARNING: outputs/smoke holds a run make demo did not make \(or one trained further\): kept it as outputs/smoke\.kept-[0-9_]+$"
   assert_file_exists "$COPY"/outputs/smoke.kept-*/checkpoint-500/adapter_model.safetensors
   assert_line "✅ SUCCESS: cpu setup complete"

@@ -166,9 +166,9 @@ launch() {
 
 @test "a crash loop ends the watch with exit 2 and the tmux session gone, and posts crash_loop" {
   start_webhooks
-  TRAINKIT_FAULT_CRASH_AT_STEP=1 run -2 launch -- --report_to none
+  TRAINKIT_FAULT_CRASH_AT_STEP=1 run -2 launch -- --report_to none --crash_loop_limit 1
   assert_line --index "$((${#lines[@]} - 2))" --partial "❌ ERROR: crash loop"
-  run -0 grep -F "❌ ERROR: Crash loop detected: resumed 3 times from the start" "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "❌ ERROR: Crash loop detected: resumed 1 times from the start" "$TRAINKIT_LOG_DIR/latest.log"
   sleep 1
   run -1 tmux -L "$TRAINKIT_TMUX_SOCKET" has-session -t "$SESSION"
   run -0 posted crash_loop
