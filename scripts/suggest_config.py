@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK
     try:
         from trainkit.config.settings import load_yaml
+        from trainkit.preflight.calibrate import DECODE_SLOWDOWN, Throughput
         from trainkit.preflight.suggest import machine_for, memory_line, plan_line, render_yaml, suggest
 
         output = Path(args.output)
@@ -141,9 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         defaults(args, machine.platform)
         protocol.section(TAG, f"machine: {machine.platform} ({machine.device}), {machine.memory_gb:g} GB "
                               f"({machine.memory_source}), budget {machine.budget_gb:g} GB")
-        s = suggest(args.model, machine, data=args.data, validation=args.validation, hours=args.hours,
-                    preset=args.preset, config=config, cli=cli, measured_tokens_per_second=args.tokens_per_second,
-                    output_dir=args.output_dir)
+        given = None
+        if args.tokens_per_second:
+            given = Throughput(args.tokens_per_second, args.tokens_per_second / DECODE_SLOWDOWN,
+                               "given with --tokens-per-second")
+
+        def plan(measured):
+            return suggest(args.model, machine, data=args.data, validation=args.validation, hours=args.hours,
+                           preset=args.preset, config=config, cli=cli, measured=measured, output_dir=args.output_dir)
+
+        s = plan(given)
+        if given is None and s.measurable and args.data:
+            # On this CPU a FLOP count says little: time the suggested config, then plan again with that.
+            from trainkit.bench import calibrate
+
+            measured = calibrate(render_yaml(s), s.model_dir)
+            if measured is not None:
+                s = plan(measured)
     except ConfigError as exc:
         protocol.error(exc.message, exc.hint)
         return ExitCode.ERROR

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 import yaml
 
-from conftest import ROOT, TAGGED, load_script
+from conftest import ROOT, TAGGED, base_env, load_script, train_in_process
 from trainkit.preflight import environment
 from trainkit.preflight.memory import GB, WARNING_FRACTION, Settings, estimate_from
 
@@ -196,8 +197,10 @@ def test_qlora_on_a_mac_under_torch_is_refused_by_the_preflight(tmp_path, capfd)
     assert "❌ ERROR: load_in_4bit needs CUDA (bitsandbytes), and this run is for m4" in out
 
 
-def test_with_no_arguments_it_writes_the_template_for_this_machine(tmp_path, capfd, monkeypatch):
+def test_with_no_arguments_it_plans_this_cpu_with_the_throughput_it_measured_and_the_run_reaches_it(
+        tmp_path, capfd, monkeypatch):
     from trainkit.config import settings as config_module
+    from trainkit.preflight.duration import EVAL_SHARE
 
     monkeypatch.setattr(config_module, "detect_device", lambda: "cpu")
     config, out = suggested(tmp_path, capfd)
@@ -205,3 +208,26 @@ def test_with_no_arguments_it_writes_the_template_for_this_machine(tmp_path, cap
     assert config["train_file"] == "data/sample/train.jsonl"
     assert config["validation_file"] == "data/sample/validation.jsonl"
     assert "(this machine)" in out
+    assert config["report_to"] == ["wandb"]
+    plan = next(line for line in out.splitlines() if line.startswith("[SUGGEST] plan: "))
+    assert "(measured on this CPU: 3 steps of trainkit's trainer at 16 x up to" in plan
+    planned = float(plan.split(" tokens/s (")[0].rsplit("~", 1)[1].replace(",", ""))
+    # eval_steps keeps evaluation (loss and tool-call generations) near its planned share of the run.
+    reason = (tmp_path / "mine.yaml").read_text().split("\neval_steps: ")[1].split("\n")[0]
+    assert config["eval_steps"] % config["save_steps"] == 0
+    assert float(reason.split("~")[-1].split("%")[0]) <= 200 * EVAL_SHARE, reason
+
+    log = tmp_path / "run.log"
+    code = train_in_process(["--config", str(tmp_path / "mine.yaml"), "--output_dir", str(tmp_path / "run"),
+                             "--max_steps", "8", "--eval_strategy", "no", "--report_to", "none"], base_env(), log)
+    assert code == 0, log.read_text()[-2000:]
+    reached = json.loads((tmp_path / "run/status.json").read_text())["tokens_per_second"]
+    assert planned / 3 < reached < planned * 3, (planned, reached)
+
+
+def test_off_this_machine_the_plan_says_its_throughput_is_an_estimate(tmp_path, capfd):
+    _, out = suggested(tmp_path, capfd, "--model", TINY, "--platform", "cpu", "--memory-gb", "16", *DATA)
+    assert "tokens/s (estimated from FLOPs, not measured; " in out
+    _, out = suggested(tmp_path, capfd, "--model", TINY, "--platform", "cpu", "--memory-gb", "16",
+                       "--tokens-per-second", "900", *DATA, "--force")
+    assert "at ~900 tokens/s (given with --tokens-per-second; " in out

@@ -45,6 +45,7 @@ from pathlib import Path
 from trainkit.core import protocol
 from trainkit.core.errors import ConfigError, TrainkitError
 from trainkit.core.protocol import ExitCode
+from trainkit.preflight.calibrate import Throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "outputs" / "bench"
@@ -445,6 +446,36 @@ def summarize(result: dict) -> dict:
         estimate_error_pct=100 * (estimate - measured) / measured if estimate and measured else None,
     )
     return result
+
+
+CALIBRATION_STEPS, CALIBRATION_SKIP = 5, 2
+
+
+def calibrate(suggested_yaml: str, model_dir: Path) -> Throughput | None:
+    """Tokens/s of trainkit's trainer on a suggested config on this CPU (CALIBRATION_STEPS steps, the first
+    CALIBRATION_SKIP not counted, nothing saved, its output kept off the screen) and of a greedy generation;
+    None when the config cannot train here."""
+    import contextlib
+    import io
+
+    from trainkit.preflight.calibrate import generation_rate
+
+    with tempfile.TemporaryDirectory(prefix="trainkit-calibrate-") as tmp:
+        path = Path(tmp) / "suggested.yaml"
+        path.write_text(suggested_yaml, encoding="utf-8")
+        quiet = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                result = measure("trainkit", str(path), CALIBRATION_STEPS, CALIBRATION_SKIP)
+                generated = generation_rate(model_dir)
+        except Exception:  # a measurement is a refinement: the FLOP estimate stands in
+            return None
+    if not generated:
+        return None
+    s = result["settings"]
+    return Throughput(result["tokens_per_second"], generated,
+                      f"measured on this CPU: {result['measured_steps']} steps of trainkit's trainer at "
+                      f"{s['per_device_train_batch_size']} x up to {s['max_length']} tokens, and a greedy generation")
 
 
 def child_main(args) -> int:

@@ -30,6 +30,7 @@ PLATFORM_CHIP = {"h100": "H100", "m4": "Apple M4"}
 SUSTAINED_SHARE = {"cuda": 0.15, "mps": 0.35, "mlx": 0.35}
 CPU_FLOPS = 0.05e12  # a few cores in fp32; make bench measures this machine's
 QLORA_SLOWDOWN = 1.3
+EVAL_SHARE = 0.05  # of the training time, what evaluation is planned to cost (suggest_config.py's eval_steps)
 
 
 def peak_flops(chip: str | None) -> float | None:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from trainkit.config import presets
 from trainkit.core.errors import ConfigError
+from trainkit.preflight.calibrate import MAX_PARAMS, Throughput
 from trainkit.preflight.memory import (
     GB,
     WARNING_FRACTION,
@@ -123,6 +124,9 @@ class Suggestion:
     budget_gb: float | None = None
     seconds: float | None = None
     tokens_per_second: float | None = None
+    throughput_source: str = "estimated"
+    measurable: bool = False  # this CPU can time the plan (trainkit.bench.calibrate)
+    model_dir: Path | None = None
     architecture_line: str = ""
 
     def set(self, key: str, value, reason: str) -> None:
@@ -313,9 +317,46 @@ def tokens_per_second(params: int, machine: Machine, checkpointing: bool, load_i
     return tps / QLORA_SLOWDOWN if load_in_4bit else tps
 
 
+def throughput(given: Throughput | None, machine: Machine, params: int, fit) -> Throughput:
+    """Training and generation tokens/s for the plan: a measurement or --tokens-per-second, else the FLOP estimate."""
+    from trainkit.preflight.calibrate import DECODE_SLOWDOWN
+
+    if given is not None:
+        return given
+    tps = tokens_per_second(params, machine, fit.checkpointing, fit.load_in_4bit)
+    return Throughput(tps, tps / DECODE_SLOWDOWN, "estimated from FLOPs, not measured")
+
+
+def eval_every(validation: str, tokenizer, *, steps: int, save: int, train_seconds: float, tokens_per_second: float,
+               generated_per_second: float, tokens_per_example: float) -> tuple[int, str]:
+    """eval_steps, a multiple of save_steps, that keeps evaluation near EVAL_SHARE of the training time: each
+    evaluation is a forward pass over the validation file plus the tool-call generations."""
+    from trainkit.config.settings import TrainkitArguments
+    from trainkit.preflight.duration import EVAL_SHARE
+
+    examples = validation_examples(validation, tokenizer)
+    defaults = TrainkitArguments()
+    generations = min(defaults.tool_eval_samples, examples) * defaults.tool_eval_max_new_tokens
+    # A forward pass is about a third of a training step (forward + backward twice its cost).
+    one = examples * tokens_per_example / (3 * tokens_per_second) + generations / generated_per_second
+    evaluations = max(1, math.floor(EVAL_SHARE * train_seconds / one)) if one > 0 else steps
+    every = min(steps, max(save, math.ceil(steps / evaluations / save) * save))
+    count = max(1, steps // every)
+    return every, (f"{count} evaluation{'s' * (count > 1)} of ~{one:,.1f} s each (estimated: {examples} validation "
+                   f"examples, up to {generations:,} generated tokens), ~{count * one / max(train_seconds, 1e-9):.0%} "
+                   f"of the training time")
+
+
+def validation_examples(path: str, tokenizer) -> int:
+    try:
+        return profile_data(path, tokenizer).examples
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return 0
+
+
 def suggest(model_name: str, machine: Machine, *, data: str | None = None, validation: str | None = None,
             hours: float | None = None, preset: str | None = None, config: dict | None = None,
-            cli: dict | None = None, measured_tokens_per_second: float | None = None,
+            cli: dict | None = None, measured: Throughput | None = None,
             output_dir: str | None = None) -> Suggestion:
     """The config for `model_name` on `machine`; raises ConfigError when nothing can fit."""
     from trainkit.config.model_source import load_tokenizer, locate_model
@@ -428,8 +469,13 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
                                     f"{quantizer(machine)} quantizes the base")
 
     # Steps and duration
-    tps = measured_tokens_per_second or tokens_per_second(params, machine, fit.checkpointing, fit.load_in_4bit)
     tokens_per_example = min(profile.mean, fit.max_length) if profile else fit.max_length / 2
+    rate = throughput(measured, machine, params, fit)
+    tps, generated_tps, s.throughput_source = rate.tokens_per_second, rate.generated_per_second, rate.how
+    # trainkit.bench.calibrate times the suggested config on this CPU, where a FLOP count says little.
+    s.measurable = (machine.device == "cpu" and machine.memory_source == "this machine" and params <= MAX_PARAMS
+                    and source.where in ("local", "cache"))
+    s.model_dir = source.config_dir
     seconds_per_step = effective * tokens_per_example / tps
     if hours:
         steps = max(1, int(hours * 3600 / seconds_per_step))
@@ -443,8 +489,7 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
                                        f"would be {epochs:,.0f} epochs)")
             steps = capped
         else:
-            s.set("max_steps", steps, f"fills {hours:g} h at ~{tps:,.0f} tokens/s "
-                  + ("(measured)" if measured_tokens_per_second else "(estimated)"))
+            s.set("max_steps", steps, f"fills {hours:g} h at ~{tps:,.0f} tokens/s ({s.throughput_source})")
     elif profile:
         steps = max(1, math.ceil(chosen.epochs * profile.examples / effective))
         s.set("max_steps", steps,
@@ -474,13 +519,15 @@ def suggest(model_name: str, machine: Machine, *, data: str | None = None, valid
         s.set("train_file", data, "the data this config was sized for")
     if validation:
         s.set("validation_file", validation, "evaluated every save_steps")
-        s.set("eval_strategy", "steps", "evaluation loss alongside the checkpoints")
-        s.set("eval_steps", save, "with each checkpoint")
+        s.set("eval_strategy", "steps", "evaluation loss and tool-call accuracy alongside the checkpoints")
+        every, reason = eval_every(validation, tokenizer if data else None, steps=steps, save=save,
+                                   train_seconds=s.seconds, tokens_per_second=tps, generated_per_second=generated_tps,
+                                   tokens_per_example=tokens_per_example)
+        s.set("eval_steps", every, reason)
         s.set("per_device_eval_batch_size", fit.batch, "the training micro-batch fits, so this does")
     short = model_name.rstrip("/").rsplit("/", 1)[-1].lower()
     s.set("output_dir", output_dir or f"outputs/{short}-{machine.platform}", "checkpoints, status.json, the adapter")
-    if machine.platform != "cpu":
-        s.set("report_to", ["wandb"], "W&B (offline without a key); status.json has the same figures")
+    s.set("report_to", ["wandb"], "W&B (offline without a key); status.json has the same figures")
 
     layer_over(s, layers)
     s.estimate = estimate_from(arch, settings(
@@ -536,7 +583,7 @@ def plan_line(s: Suggestion) -> str:
     effective = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"]
     return (f"effective batch {effective} ({v['per_device_train_batch_size']} x {v['gradient_accumulation_steps']}), "
             f"{v['max_steps']} steps, expected duration ~{format_duration(s.seconds)} at ~{s.tokens_per_second:,.0f} "
-            f"tokens/s (estimated; the run measures its own after estimate_after_steps)")
+            f"tokens/s ({s.throughput_source}; the run measures its own after estimate_after_steps)")
 
 
 def memory_line(s: Suggestion) -> str:

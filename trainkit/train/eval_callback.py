@@ -21,8 +21,9 @@ from trainkit.core import protocol
 from trainkit.core.status import RunStatus, is_main_process, last_event
 from trainkit.evaluate import toolcalls
 from trainkit.evaluate.tool_eval import Conversation, ToolEval, evaluate, read_conversations, sample
+from trainkit.preflight.duration import EVAL_SHARE
 
-SHARE_WARNING = 0.10  # twice the 5 % evaluation is meant to cost
+SHARE_WARNING = 2 * EVAL_SHARE  # twice what evaluation is planned to cost
 TABLE_KEY = "eval/tool_calls"
 TABLE_COLUMNS = ["step", "conversation_id", "turn", "verdict", "expected", "generated"]
 
