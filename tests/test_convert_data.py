@@ -123,3 +123,27 @@ def test_a_conversion_with_nothing_converted_leaves_no_output_behind(tmp_path, c
     target = tmp_path / "o.jsonl"
     assert convert_data.main([str(CORPUS / "alpaca.jsonl"), str(target), "--from", "sharegpt"]) == 1
     assert not target.exists() and not (tmp_path / "o.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("kind", ["json-array", "parquet"])
+def test_a_train_file_as_a_json_array_or_parquet_is_refused_with_the_convert_command_that_makes_it_train(
+        kind, tmp_path, capsys):
+    import pandas as pd
+
+    from trainkit.data.checks import whole_file_problem
+
+    rows = [json.loads(line) for line in (ROOT / "data/sample/train.jsonl").read_text().splitlines()]
+    path = tmp_path / ("train.json" if kind == "json-array" else "train.parquet")
+    if kind == "json-array":
+        path.write_text(json.dumps(rows))
+    else:
+        pd.DataFrame({"messages": [r["messages"] for r in rows], "tools": [r.get("tools") for r in rows]}) \
+            .to_parquet(path)
+    what, hint = whole_file_problem(path, "train_file")
+    assert what in ("is a JSON array, not JSON Lines", "is a Parquet file")
+    command = hint.split("python scripts/convert_data.py ")[1].split(", and point")[0].split()
+    assert convert_data.main(command) == 0
+    report = Report("PREFLIGHT")
+    check_chat_file(tmp_path / command[1], "train_file", report)
+    assert not report.errors, report.errors
+    assert hint.endswith(f"point train_file at {tmp_path / command[1]}")

@@ -38,8 +38,7 @@ TOOL_SHAPE = '{"type": "function", "function": {"name": "...", "parameters": {..
 MAGIC = {
     b"\x1f\x8b": ("is gzip-compressed", "decompress it first: gunzip -k {path}"),
     b"PK\x03\x04": ("is a zip archive", "extract the .jsonl file from it and point the config at that"),
-    b"PAR1": ("is a Parquet file", "export it as JSON Lines, e.g. pandas.read_parquet(p).to_json(out, "
-              "orient='records', lines=True)"),
+    b"PAR1": ("is a Parquet file", "{convert}"),
     b"\xff\xfe": ("is UTF-16 text (as Windows PowerShell writes it)", "save it as UTF-8, e.g. iconv -f utf-16 "
                   "-t utf-8 {path} > fixed.jsonl"),
     b"\xfe\xff": ("is UTF-16 text", "save it as UTF-8, e.g. iconv -f utf-16 -t utf-8 {path} > fixed.jsonl"),
@@ -277,13 +276,14 @@ def whole_file_problem(path: Path, key: str) -> tuple[str, str] | None:
         return f"{key} is empty (0 bytes)", f"fill it with one chat example per line: {EXAMPLE_SHAPE}"
     with path.open("rb") as fh:
         head = fh.read(4096)
+    lines = path.with_name(f"{path.stem}.lines.jsonl")
+    convert = (f"convert it to JSON Lines (its format is detected from the records): python scripts/convert_data.py "
+               f"{path} {lines}, and point {key} at {lines}")
     for magic, (what, hint) in MAGIC.items():
         if head.startswith(magic):
-            return what, hint.format(path=path)
+            return what, hint.format(path=path, convert=convert)
     if head.removeprefix(UTF8_BOM).lstrip().startswith(b"[") and parses_as(path, list):
-        lines = path.with_name(f"{path.stem}.lines.jsonl")
-        return ("is a JSON array, not JSON Lines",
-                f"write one example per line: jq -c '.[]' {path} > {lines}, and point {key} at {lines}")
+        return "is a JSON array, not JSON Lines", convert
     return None
 
 
