@@ -124,6 +124,8 @@ def train_in_process(argv: list[str], env: dict, log: Path) -> int:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         sys.stdout = sys.stderr = fh
+        for handler in stream_handlers():
+            point(handler, fh)
         os.environ.clear()
         os.environ.update(env)
         os.chdir(ROOT)
@@ -131,6 +133,11 @@ def train_in_process(argv: list[str], env: dict, log: Path) -> int:
             return int(run.main(argv))
         finally:
             fh.flush()
+            # A library's log handler keeps the stream it was made with: `fh` closes now, and pytest closes
+            # its own capture streams after each test. Left there, the next run's warnings would end in
+            # "--- Logging error ---" tracebacks; the process's own stderr outlives every test.
+            for handler in stream_handlers():
+                point(handler, sys.__stderr__)
             sys.stdout, sys.stderr = saved_streams
             os.dup2(saved_fds[0], 1)
             os.dup2(saved_fds[1], 2)
@@ -141,6 +148,25 @@ def train_in_process(argv: list[str], env: dict, log: Path) -> int:
             os.chdir(saved_cwd)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
+
+
+def stream_handlers() -> list:
+    """Every live StreamHandler, attached to a logger or kept by name (logging.config's)."""
+    import logging
+
+    handlers = [ref() for ref in logging._handlerList]  # weak references to every handler made
+    # logging's lastResort (_StderrHandler) follows sys.stderr by itself; a FileHandler owns its file.
+    return [h for h in handlers if isinstance(h, logging.StreamHandler)
+            and not isinstance(h, logging.FileHandler) and h is not logging.lastResort
+            and "stream" in vars(h) and not type(h).__module__.startswith("_pytest")]
+
+
+def point(handler, stream) -> None:
+    """HANDLER writes to STREAM from now on. setStream would flush the old stream, perhaps closed; and
+    transformers' default handler carries its own `flush`, bound to the stream it was made with."""
+    handler.stream = stream
+    if "flush" in vars(handler):
+        handler.flush = stream.flush
 
 
 def start_train(out: Path, *args: str, env: dict | None = None):

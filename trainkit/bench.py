@@ -46,6 +46,7 @@ from trainkit.core import protocol
 from trainkit.core.errors import ConfigError, TrainkitError
 from trainkit.core.protocol import ExitCode
 from trainkit.preflight.calibrate import Throughput
+from trainkit.preflight.device_figures import process_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "outputs" / "bench"
@@ -393,14 +394,6 @@ def measure_mlx(config_path: str, steps: int, skip: int, architecture: str | Non
             **measured(meter, skip, peak, peak_kind,
                        memory_estimate(config, bool(sft.activation_checkpointing), architecture), params, None),
         })
-
-
-def process_peak_rss() -> int:
-    """This process's peak resident memory in bytes (getrusage reports KiB on Linux, bytes on macOS)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def measured(meter: Meter, skip: int, peak: int, peak_kind: str, estimate: int | None, params: int,

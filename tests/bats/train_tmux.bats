@@ -286,3 +286,30 @@ launch() {
   assert_equal "$(grep -c 'relaunching in 0s (restart 1 of 1)' "$TRAINKIT_LOG_DIR/latest.log")" 2
   run -1 grep -F "the supervisor gives up" "$TRAINKIT_LOG_DIR/latest.log"
 }
+
+@test "a full disk at a save ends the launch with exit 1 and no relaunch, status says why, and the relaunch resumes; an OOM step names its lever" {
+  # The disk fills at the save of checkpoint-6, and status.json's writes fail from step 5 on, as they would.
+  TRAINKIT_FAULT_ENOSPC_AT_SAVE=6 TRAINKIT_FAULT_STATUS_WRITE_ERROR=from_step:5 \
+    run -1 launch -- --report_to none --save_steps 3 --max_steps 9
+  assert_line --index "$((${#lines[@]} - 2))" --regexp "^❌ ERROR: training stopped at step [0-9]+: the disk is full: writing $OUT/checkpoint-6/"
+  assert_output --partial "the newest complete checkpoint, checkpoint-3, is untouched"
+  assert_equal "$(exit_code)" 1
+  log="$(launched_log "$output")"
+  run -1 grep -F "relaunching" "$log"
+  run -1 grep -F "Traceback" "$log"
+  assert_file_not_exists "$OUT/checkpoint-6"
+  assert_file_exists "$OUT/checkpoint-3/trainer_state.json"
+  status_of
+  assert_equal "$status" 1
+  assert_line "[STATUS] state: failed (status.json says running)"
+  assert_line --regexp "^❌ ERROR: training stopped at step [0-9]+/9: the disk is full: writing $OUT/checkpoint-6/"
+
+  # Space back: the same launch resumes from checkpoint-3, and then runs out of memory at step 5.
+  TRAINKIT_FAULT_OOM_AT_STEP=5 run -1 launch -- --report_to none --save_steps 3 --max_steps 9
+  assert_line --index "$((${#lines[@]} - 2))" --regexp "^❌ ERROR: training stopped at step 4: out of memory on cpu at step 5: a micro-batch of [0-9]+ x [0-9]+ \(rows x tokens\) did not fit"
+  assert_line --index "$((${#lines[@]} - 1))" --partial "per_device_train_batch_size: 2, gradient_accumulation_steps: 2"
+  assert_equal "$(exit_code)" 1
+  log="$(launched_log "$output")"
+  run -0 grep -F "Found checkpoint at step 3" "$log"
+  run -1 grep -F "relaunching" "$log"
+}

@@ -91,20 +91,25 @@ class TrainkitArguments:
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
     tool_eval_samples: int = field(
         default=16,
-        metadata={"help": "Validation conversations whose assistant turns are generated and scored for tool calls "
-                  "at each evaluation (0 turns it off; eval loss is always reported)."},
+        metadata={"help": "Validation conversations generated and scored for tool calls at each evaluation "
+                  "(0: off)."},
     )
     tool_eval_max_new_tokens: int = field(
         default=128, metadata={"help": "Most tokens generated per assistant turn in the tool-call evaluation."}
     )
     notify_events: list[str] | None = field(
         default=None,
-        metadata={"help": "Events posted to TRAINKIT_NOTIFY_URL (started, eval, completed, interrupted, crash_loop, "
-                  "diverged, input_error, restarting, stalled, gave_up, slow, disk_low); unset: all but eval."},
+        metadata={"help": "Events posted to TRAINKIT_NOTIFY_URL (docs/AGENT_PROTOCOL.md lists them); unset: all "
+                  "but eval."},
     )
     eval_max_examples: int | None = field(
         default=None,
         metadata={"help": "Cap on the validation examples of each eval loss, one fixed sample (unset: all)."},
+    )
+    oom_retry_with_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Out of memory without activation_checkpointing: relaunch with it on (exit 70), not "
+                  "stop (exit 1)."},
     )
     more_steps: int = field(
         default=0,
@@ -118,13 +123,13 @@ class TrainkitArguments:
     )
     save_every_minutes: float = field(
         default=15,
-        metadata={"help": "Also save a checkpoint when this many minutes passed since the last one, whatever "
-                  "save_steps says, so a preemption loses at most that much time (0 turns it off)."},
+        metadata={"help": "Also save when this many minutes passed since the last save: a preemption loses at "
+                  "most that (0: off)."},
     )
     stall_timeout_seconds: int = field(
         default=1800,
-        metadata={"help": "A live trainer without a new step for this long is stalled: the supervisor kills and "
-                  "relaunches it (counts as a crash); 0 is off."},
+        metadata={"help": "No new step for this long is a stall: the supervisor kills and relaunches the trainer "
+                  "(0: off)."},
     )
     first_step_timeout_seconds: int = field(
         default=3600,

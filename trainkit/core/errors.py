@@ -42,8 +42,13 @@ class Diverged(TrainkitError):
     state = "diverged"
 
 
-def log_traceback(path: Path, context: str) -> None:
-    """Append the exception being handled, credentials redacted, to the run's log file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(redact(f"\n=== {now_iso()} pid {os.getpid()}: {context}\n{traceback.format_exc()}"))
+def log_traceback(path: Path, context: str) -> bool:
+    """Append the exception being handled, credentials redacted, to the run's log file; False when the log
+    cannot be written (a full disk): the caller's verdict must still reach the screen."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(redact(f"\n=== {now_iso()} pid {os.getpid()}: {context}\n{traceback.format_exc()}"))
+    except OSError:
+        return False
+    return True

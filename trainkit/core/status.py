@@ -19,7 +19,8 @@ from trainkit.core.credentials import redact_strings
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 SCHEMA_VERSION = 1
-# Fault injection (see trainkit/train/faults.py): every status.json/events.jsonl write fails with ENOSPC.
+# Fault injection (see trainkit/train/faults.py): every status.json/events.jsonl write fails with ENOSPC
+# (1), or those from step N on (from_step:N), as a disk that fills mid-run.
 STATUS_WRITE_FAULT = "TRAINKIT_FAULT_STATUS_WRITE_ERROR"
 # What status.json records; `stalled` and `dead` are decided by the status command from the
 # processes (trainkit.supervise.supervision), and `restarting` is written by the supervisor.
@@ -161,6 +162,13 @@ class RunStatus:
 
         self._write(EVENTS_FILE, append)
 
+    def _write_fault(self) -> bool:
+        """TRAINKIT_FAULT_STATUS_WRITE_ERROR: 1 fails every write, from_step:N those from step N on."""
+        value = os.environ.get(STATUS_WRITE_FAULT, "")
+        if value.startswith("from_step:"):
+            return (self.data.get("step") or 0) >= int(value.split(":", 1)[1])
+        return bool(value)
+
     def _write(self, name: str, write) -> None:
         """Telemetry must never stop training: a full disk or an I/O error here is one WARNING.
 
@@ -169,7 +177,7 @@ class RunStatus:
         """
         path = self.output_dir / name
         try:
-            if os.environ.get(STATUS_WRITE_FAULT):
+            if self._write_fault():
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write(path)

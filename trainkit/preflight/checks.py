@@ -377,6 +377,8 @@ def check_memory_and_disk(estimate, source: ModelSource, config, report: Report)
         from trainkit.preflight.speed import decide_activation_checkpointing
 
         decide_activation_checkpointing(estimate, budget, sft, report)
+    # The run's figure, under its final settings: an out-of-memory step compares its peak with it.
+    config.memory_estimate = estimate.with_settings(activation_checkpointing=bool(sft.activation_checkpointing))
     check_memory(estimate, budget, report,
                  batch_size=sft.per_device_train_batch_size,
                  gradient_accumulation_steps=sft.gradient_accumulation_steps,

@@ -39,6 +39,15 @@ def nvml_figures(index: int = 0) -> dict | None:
 _PROCESS = None  # one psutil.Process for the whole run: cpu_percent measures since its previous call
 
 
+def process_peak_rss() -> int:
+    """This process's peak resident memory in bytes (getrusage reports KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def process_cpu_percent() -> float | None:
     """The trainer's CPU use since the previous call (100 = one core); None on the first call, which has no
     interval to measure over (psutil answers 0.0 then, which would read as an idle trainer)."""

@@ -278,17 +278,9 @@ def print_log_tail(tag: str, log: str) -> None:
 
 
 def last_error(log: str) -> tuple[str, str] | None:
-    """The run's own last `❌ ERROR:` line in the log and its hint: under torchrun the launcher's report of
-    the failed process fills the tail, and an agent reads only the final ERROR line."""
-    from trainkit.supervise.status_report import tail
+    from trainkit.supervise.status_report import last_error as found
 
-    lines = tail(Path(log), 400)
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith(protocol.ERROR_PREFIX):
-            following = lines[i + 1] if i + 1 < len(lines) else ""
-            hint = following[len(protocol.HINT_PREFIX):] if following.startswith(protocol.HINT_PREFIX) else ""
-            return lines[i][len(protocol.ERROR_PREFIX):], hint
-    return None
+    return found(Path(log))
 
 
 def cmd_watch(args) -> int:
@@ -339,6 +331,10 @@ def cmd_watch(args) -> int:
         protocol.error(f"training diverged{detail}", "lower learning_rate or inspect the data, then launch again")
     elif code == ExitCode.INTERRUPTED:
         protocol.error("training was interrupted during the watch", "launch again to resume")
+    elif code == ExitCode.ERROR and verdict.trained:
+        found = last_error(args.log) or (verdict.message or "see the ERROR above", None)
+        protocol.error(f"training stopped at step {verdict.step}: {found[0]}",
+                       found[1] or "fix what it names, then launch again: the run resumes")
     elif code == ExitCode.ERROR:
         found = last_error(args.log)
         if found:

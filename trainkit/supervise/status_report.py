@@ -14,7 +14,7 @@ from pathlib import Path
 from trainkit.core import protocol
 from trainkit.core.protocol import ExitCode
 from trainkit.core.status import last_event
-from trainkit.supervise.supervision import Assessment, Observation, assess, observe
+from trainkit.supervise.supervision import Assessment, Observation, assess, observe, trained_steps
 from trainkit.train import checkpoints
 
 
@@ -191,6 +191,9 @@ class Report:
         else:
             out("STATUS", f"log: {facts.log}")
 
+    def log_error(self) -> tuple[str, str] | None:
+        return last_error(Path(self.facts.log)) if self.facts.log else None
+
     def print_verdict(self) -> None:
         v, status, out_dir = self.verdict, self.status or {}, self.output_dir
         where = f"in {self.facts.log}" if self.facts.log else f"in {out_dir}"
@@ -249,7 +252,14 @@ class Report:
                            "do not retry unchanged: lower learning_rate or inspect the data"
                            + (f"; the last good state is in {last_name}" if last_name else ""))
         elif v.state == "failed":
-            if v.exit_code == ExitCode.ERROR:
+            if v.exit_code == ExitCode.ERROR and trained_steps(status):
+                # A full disk or an out-of-memory step: exit 1 after training began.
+                found = None if message and v.recorded_state == "failed" else self.log_error()
+                text = f": {found[0]}" if found else message
+                protocol.error(f"training stopped at step {steps}{text}", found[1] if found and found[1] else (
+                    f"fix what the ERROR {where} says; re-run the train command to resume"
+                    + (f" from {last_name}" if last_name else "")))
+            elif v.exit_code == ExitCode.ERROR:
                 protocol.error(f"training failed before it started{message}",
                                f"fix what the ERROR {where} says, then re-run the train command")
             else:
@@ -259,6 +269,18 @@ class Report:
         else:
             protocol.error(f"status.json in {out_dir} has an unknown state '{v.recorded_state}'",
                            f"update trainkit, or read {out_dir}/status.json yourself")
+
+
+def last_error(log: Path) -> tuple[str, str] | None:
+    """The run's own last `❌ ERROR:` line in the log and its hint: under torchrun the launcher's report of
+    the failed process fills the tail, and an agent reads only the final ERROR line."""
+    lines = tail(log, 400)
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(protocol.ERROR_PREFIX):
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            hint = following[len(protocol.HINT_PREFIX):] if following.startswith(protocol.HINT_PREFIX) else ""
+            return lines[i][len(protocol.ERROR_PREFIX):], hint
+    return None
 
 
 def tail(path: Path, count: int) -> list[str]:

@@ -41,6 +41,8 @@ EXIT_OF_STATE = {
 LIVE_STATES = ("starting", "running")
 # train.py's exit codes that are a verdict: the supervisor stops on them instead of relaunching.
 FINAL_CODES = (ExitCode.OK, ExitCode.ERROR, ExitCode.CRASH_LOOP, ExitCode.DIVERGED, ExitCode.INTERRUPTED)
+STATE_OF_FINAL_CODE = {int(ExitCode.ERROR): "failed", int(ExitCode.CRASH_LOOP): "crash_loop",
+                       int(ExitCode.DIVERGED): "diverged", int(ExitCode.INTERRUPTED): "interrupted"}
 
 
 def timestamp(value) -> float | None:
@@ -169,6 +171,13 @@ def assess(seen: Observation) -> Assessment:
 
     def dead() -> Assessment:
         code = DEAD_EXIT
+        newer = exit_record is not None and exit_record["mtime"] >= (seen.status_mtime or 0)
+        if newer and exit_record["code"] in STATE_OF_FINAL_CODE:
+            # train.py ended with a verdict it could not write (a full disk): the supervisor's record stands.
+            code = exit_record["code"]
+            return Assessment(STATE_OF_FINAL_CODE[code], code, recorded,
+                              reason=f"status.json could not be updated (it still says {recorded}); the supervisor "
+                                     f"recorded exit {code}: the log's last ERROR says why")
         if exit_record and exit_record["code"] > 0:
             code = exit_record["code"]
         return Assessment("dead", code, recorded,
@@ -287,6 +296,13 @@ class WatchVerdict:
     kind: str = "wait"  # wait, running, completed, already_complete, failed, lost
     step: int | None = None
     message: str = ""
+    trained: bool = False  # this launch made steps before its verdict (an exit 1 mid-run: a full disk, memory)
+
+
+def trained_steps(status: dict) -> bool:
+    """Whether the run recorded in STATUS made steps in its last launch (step beyond its start_step)."""
+    step, start = status.get("step"), status.get("start_step") or 0
+    return isinstance(step, int) and isinstance(start, int) and step > start
 
 
 def watch(output_dir: Path | str, launch_id: str, watch_steps: int, session_alive: bool) -> WatchVerdict:
@@ -301,7 +317,8 @@ def watch(output_dir: Path | str, launch_id: str, watch_steps: int, session_aliv
         if code == 0:
             kind = "already_complete" if ours and status.get("already_complete") else "completed"
             return WatchVerdict(True, 0, kind, status.get("step") if ours else None, message or "")
-        return WatchVerdict(True, code, "failed", status.get("step") if ours else None, message or "")
+        return WatchVerdict(True, code, "failed", status.get("step") if ours else None, message or "",
+                            trained=ours and trained_steps(status))
     if ours and status.get("state") == "running":
         step, start = status.get("step"), status.get("start_step") or 0
         if isinstance(step, int) and step - start >= watch_steps:

@@ -28,6 +28,7 @@ from typing import Protocol
 class TrainingSession(Protocol):
     state: object  # global_step, max_steps, log_history, save_to_json(path)
     continuation: object  # trainkit.train.continuation.Continuation for --more_steps, or None
+    batch_shape: tuple | None  # the micro-batch being trained (rows, tokens): an out-of-memory error names it
 
     def train(self, resume_from: Path | None) -> None: ...
 
@@ -78,6 +79,10 @@ class TrlSession:
     @property
     def continuation(self):
         return self.trainer.continuation
+
+    @property
+    def batch_shape(self):
+        return self.trainer.batch_shape
 
     @continuation.setter
     def continuation(self, value) -> None:

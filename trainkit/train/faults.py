@@ -11,9 +11,15 @@
     TRAINKIT_FAULT_HANG_AT_STEP=3    hang for good at the end of step 3, signals ignored (a stuck collective)
     TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4  SIGKILL this process while it writes checkpoint-4, after the
                                      weights and optimizer, before its RNG state (a rank lost mid-save)
+    TRAINKIT_FAULT_ENOSPC_AT_SAVE=6  the save of checkpoint-6 fails with ENOSPC after writing part of it (the
+                                     adapter and optimizer, not yet its RNG and trainer state): a disk that fills
+    TRAINKIT_FAULT_OOM_AT_STEP=4     step 4 raises the platform's out-of-memory error (torch.OutOfMemoryError with
+                                     CUDA's, MPS's or the CPU allocator's text; MLX's Metal allocation failure)
+    TRAINKIT_FAULT_DISK_FREE_BYTES=N the free space the run sees before each save (trainkit.train.out_of_room)
     TRAINKIT_FAULT_ONCE=/tmp/marker  the crash or hang fires only while this file is absent, and creates it
     TRAINKIT_FAULT_RANK=1            under torchrun, inject the faults above on this rank only
-    TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.core.status)
+    TRAINKIT_FAULT_STATUS_WRITE_ERROR=1  every status.json/events.jsonl write fails with ENOSPC (trainkit.core.status);
+                                     from_step:N only those from step N on
 
 Unset in production; the code paths they reach are the production ones.
 """
@@ -45,6 +51,8 @@ class Faults:
     once_marker: str | None = None
     hang_at_step: int | None = None
     kill_in_save_at_step: int | None = None
+    enospc_at_save: int | None = None
+    oom_at_step: int | None = None
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -60,6 +68,8 @@ class Faults:
             once_marker=os.environ.get("TRAINKIT_FAULT_ONCE") or None,
             hang_at_step=_env_number("TRAINKIT_FAULT_HANG_AT_STEP", int),
             kill_in_save_at_step=_env_number("TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP", int),
+            enospc_at_save=_env_number("TRAINKIT_FAULT_ENOSPC_AT_SAVE", int),
+            oom_at_step=_env_number("TRAINKIT_FAULT_OOM_AT_STEP", int),
         )
 
     def crash_now(self, step: int) -> bool:
@@ -81,6 +91,27 @@ class Faults:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def fail_save_if_due(self, step: int, next_file) -> None:
+        """Part of checkpoint-STEP is written: writing NEXT_FILE finds the disk full."""
+        if self.enospc_at_save == step and self._fire_once():
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(next_file))
+
+    def oom_if_due(self, step: int, device: str) -> None:
+        """The error the platform raises when step STEP's activations do not fit."""
+        if self.oom_at_step != step or not self._fire_once():
+            return
+        if device == "mlx":
+            raise RuntimeError("[metal::malloc] Unable to allocate 8589934592 bytes.")
+        import torch
+
+        text = {"cuda": "CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has a total capacity of 79.19 GiB",
+                "mps": "MPS backend out of memory (MPS allocated: 17.80 GB, other allocations: 1.20 GB, max allowed: "
+                       "18.13 GB). Tried to allocate 2.00 GB on private pool."}
+        raise torch.OutOfMemoryError(text.get(device, "DefaultCPUAllocator: can't allocate memory: you tried to "
+                                                      "allocate 8589934592 bytes."))
 
     def _fire_once(self) -> bool:
         if self.once_marker:

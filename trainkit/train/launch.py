@@ -121,8 +121,9 @@ class Claim:
         return self.status
 
     def undo_if_fresh(self, exit_code: int) -> bool:
-        """After an input error (exit 1) in an output dir this start created, leave nothing behind."""
-        if exit_code != ExitCode.ERROR or not self.created or self.status is None:
+        """After an input error (exit 1) in an output dir this start created, before it touched the run (a
+        full disk or an out-of-memory step mid-run is that run's verdict), leave nothing behind."""
+        if exit_code != ExitCode.ERROR or not self.created or self.status is None or self.touched_run:
             return False
         out = self.output_dir
         self.release()

@@ -40,6 +40,7 @@ from trainkit.train.checkpoints import (
     PREFIX_CHECKPOINT_DIR,
 )
 from trainkit.train.divergence import DivergenceGuard, LossDiverged, WeightsNotFinite
+from trainkit.train.out_of_room import remove_half_written
 
 MLX_ADAPTER_DIR = MLX_ADAPTER_FILE.split("/")[0]
 QUANT_BITS, QUANT_GROUP_SIZE = 4, 64
@@ -133,6 +134,7 @@ class MlxSession:
         from transformers.integrations import get_reporting_integration_callbacks
         from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
+        self.batch_shape: tuple[int, int] | None = None  # the running micro-batch (rows, tokens): an OOM names it
         self.config, self.sft, self.faults = config, config.sft, faults
         self.examples = data["train"]
         self.validation = data.get("validation") or []
@@ -230,6 +232,8 @@ class MlxSession:
             total_loss, total_tokens, grads = 0.0, 0, None
             for indices in self._micro_batches(step):
                 inputs, targets, mask = self._batch(indices)
+                self.batch_shape = (len(indices), int(inputs.shape[1]) + 1)
+                self.faults.oom_if_due(step + 1, "mlx")
                 self.state.num_input_tokens_seen += sum(len(self.examples[i][0]) for i in indices)
                 loss, micro = self.loss_and_grad(self.model, inputs, targets, mask)
                 tokens = int(mask.sum().item())
@@ -363,13 +367,18 @@ class MlxSession:
         path = self.output_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         path.mkdir(parents=True, exist_ok=True)
         (path / INCOMPLETE_MARKER).write_text("written before the save, removed once it is whole\n")
-        self._write_adapters(path)
-        self.faults.kill_if_saving_at(step)
-        optimizer = {k: v for k, v in tree_flatten(self.optimizer.state) if isinstance(v, mx.array)}
-        mx.save_safetensors(str(path / MLX_OPTIMIZER_FILE), optimizer)
-        (path / MLX_STATE_FILE).write_text(json.dumps({"global_step": step, "seed": self.sft.seed,
-                                                   "epoch": self.state.epoch}, indent=2) + "\n")
-        self.state.save_to_json(str(path / "trainer_state.json"))
+        try:
+            self._write_adapters(path)
+            self.faults.kill_if_saving_at(step)
+            optimizer = {k: v for k, v in tree_flatten(self.optimizer.state) if isinstance(v, mx.array)}
+            mx.save_safetensors(str(path / MLX_OPTIMIZER_FILE), optimizer)
+            self.faults.fail_save_if_due(step, path / MLX_STATE_FILE)
+            (path / MLX_STATE_FILE).write_text(json.dumps({"global_step": step, "seed": self.sft.seed,
+                                                       "epoch": self.state.epoch}, indent=2) + "\n")
+            self.state.save_to_json(str(path / "trainer_state.json"))
+        except Exception:
+            remove_half_written(path, INCOMPLETE_MARKER)  # its bytes would hold the disk that just filled
+            raise
         (path / INCOMPLETE_MARKER).unlink()
         self._rotate()
 

@@ -10,6 +10,7 @@ input, 2 crash loop, 3 diverged, 70 crashed mid-training, 75 interrupted after s
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -106,21 +107,22 @@ def run(argv: list[str] | None = None) -> int:
                                         "re-run the same command")
         return code
     except TrainkitError as exc:
-        protocol.error(exc.message, exc.hint)
-        # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
-        if status and not claim.undo_if_fresh(exc.exit_code):
-            if not claim.undo_refused(exc.exit_code, exc.message):
-                status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
-                status.event(exc.state, message=exc.message)
-            announce_exit(exc.exit_code, status, f"{exc.message}. {exc.hint}" if exc.hint else exc.message)
-        return exc.exit_code
+        return verdict(exc, status, claim)
     except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
         log_path = Path(os.environ.get("TRAINKIT_LOG_FILE") or (status.output_dir if status else Path.cwd()) / LOG_FILE)
-        log_traceback(log_path, "train.py crashed")
+        logged = log_traceback(log_path, "train.py crashed")
+        if status is not None:
+            # A disk that filled outside the trainer's saves (the log, W&B's files, the HF cache).
+            from trainkit.train.out_of_room import Context, classify
+
+            room = classify(exc, Context(output_dir=status.output_dir))
+            if room is not None:
+                return verdict(room, status, claim)
         summary = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
         protocol.error(
             f"training crashed: {summary}",
-            f"full traceback in {log_path}; re-run the same command to resume from the last checkpoint",
+            (f"full traceback in {log_path}" if logged else f"the traceback could not be written to {log_path}")
+            + "; re-run the same command to resume from the last checkpoint",
         )
         if status:
             status.update(state="failed", exit_code=int(ExitCode.CRASHED), message=summary)
@@ -128,6 +130,19 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.CRASHED
     finally:
         claim.release()  # the run is over: the lock goes now, not when the interpreter has wound down
+
+
+def verdict(exc: TrainkitError, status: RunStatus | None, claim: Claim) -> int:
+    """An expected failure's one ERROR, its state and event, and its exit code."""
+    protocol.error(exc.message, exc.hint)
+    # A refused claim wrote nothing; after the claim, status.json belongs to this launch.
+    if status and not claim.undo_if_fresh(exc.exit_code):
+        if not claim.undo_refused(exc.exit_code, exc.message):
+            status.update(state=exc.state, exit_code=int(exc.exit_code), message=exc.message)
+            failure = getattr(exc, "failure", None)
+            status.event(exc.state, message=exc.message, **({"failure": failure} if failure else {}))
+        announce_exit(exc.exit_code, status, f"{exc.message}. {exc.hint}" if exc.hint else exc.message)
+    return exc.exit_code
 
 
 def train(config, status: RunStatus, stop: StopRequest, started: float, claim: Claim | None = None) -> int:
@@ -147,6 +162,14 @@ def train(config, status: RunStatus, stop: StopRequest, started: float, claim: C
 
     # --more_steps raises max_steps before the fingerprint and "already complete" look at it.
     continuation = plan_continuation(config)
+    from trainkit.train.out_of_room import apply_retry
+
+    ran_out = apply_retry(config)  # before the preflight: its memory estimate includes the change
+    if ran_out is not None and main_proc:
+        message = (f"activation_checkpointing turned on: step {ran_out} ran out of memory without it "
+                   "(oom_retry_with_checkpointing)")
+        protocol.warning(message, "set activation_checkpointing: true in the config to make it the run's own setting")
+        status.event("warning", message=message)
     # The same checks as validate_training_config.py, before anything heavy or any write.
     from trainkit.core.report import Report
     from trainkit.preflight.checks import preflight
@@ -230,7 +253,7 @@ BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
 
 
 def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn, continuation=None) -> int:
-    from trainkit.train import resume
+    from trainkit.train import out_of_room, resume
     from trainkit.train.backend import backend_for
     from trainkit.train.callbacks import TrainkitCallback
     from trainkit.train.divergence import LossDiverged
@@ -250,9 +273,10 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     callback = TrainkitCallback(status, stop, config.tag, faults, warn, verbose=main_proc,
                                 estimate_after=config.trainkit.estimate_after_steps)
     timed_saves = TimedSaveCallback(config.trainkit.save_every_minutes)
+    low_space = out_of_room.low_space_watch(out, status, warn)  # after timed_saves: it decides should_save
     evaluators = eval_callbacks(config, status, warn, lambda: stop.requested, verbose=main_proc)
     try:
-        session = backend.build(config, data, [callback, timed_saves, *evaluators], faults)
+        session = backend.build(config, data, [callback, timed_saves, low_space, *evaluators], faults)
     except BUILD_INPUT_ERRORS as exc:
         log_path = log_file(out)
         log_traceback(log_path, "the trainer refused the configuration")
@@ -287,9 +311,22 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
             "lower learning_rate (or raise warmup), check the data around that step, then re-run to resume; "
             f"to restart from an earlier checkpoint: scripts/rollback.py --output-dir {out} --to-step <N>",
         ) from None
+    except Exception as exc:
+        room = out_of_room_error(exc, config, session)
+        if room is not None:
+            raise room from None
+        raise
 
     final = out / FINAL_DIR
-    session.save_final(final, write_state=main_proc)
+    try:
+        session.save_final(final, write_state=main_proc)
+    except Exception as exc:
+        if main_proc:
+            shutil.rmtree(final, ignore_errors=True)  # half an adapter is not one; the checkpoints stay
+        room = out_of_room_error(exc, config, session)
+        if room is not None:
+            raise room from None
+        raise
     if main_proc:
         resume.record_clean_exit(out)
     status.update(state="completed", step=state.global_step, exit_code=0, eta_seconds=0.0,
@@ -299,6 +336,30 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     protocol.section(f"{config.tag}-COMPLETE", f"step {state.global_step}/{state.max_steps}")
     protocol.success(f"training complete: adapter saved to {final}")
     return ExitCode.OK
+
+
+def out_of_room_error(exc: BaseException, config, session):
+    """DiskFull or OutOfMemory (exit 1) for EXC with what the run knows, or None (trainkit.train.out_of_room)."""
+    from trainkit.preflight.gpu import memory_budget_gb
+    from trainkit.train import out_of_room
+
+    device = "mlx" if config.trainkit.backend == "mlx" else config.device
+    state = getattr(session, "state", None)
+    step = getattr(state, "global_step", None)
+    try:
+        budget = memory_budget_gb(config)[0]
+    except Exception:  # a figure for the message only
+        budget = None
+    context = out_of_room.Context(
+        output_dir=config.output_dir, save_total_limit=config.sft.save_total_limit,
+        step=None if step is None else step + 1, batch_shape=getattr(session, "batch_shape", None), device=device,
+        peak_bytes=out_of_room.peak_memory(device), estimate=getattr(config, "memory_estimate", None),
+        budget_gb=budget, sft=config.sft, load_in_4bit=bool(getattr(config.model, "load_in_4bit", False)))
+    error = out_of_room.classify(exc, context)
+    if isinstance(error, out_of_room.OutOfMemory) and config.trainkit.oom_retry_with_checkpointing \
+            and not config.sft.activation_checkpointing:
+        return out_of_room.retry_with_checkpointing(error, context)
+    return error
 
 
 def gather_from_every_rank(sft=None):

@@ -20,6 +20,7 @@ from trainkit.train.divergence import (
     non_finite_parameters,
 )
 from trainkit.train.faults import Faults, poison_gradient
+from trainkit.train.out_of_room import remove_half_written
 
 
 class GuardedSFTTrainer(SFTTrainer):
@@ -62,9 +63,14 @@ class GuardedSFTTrainer(SFTTrainer):
             return result * math.nan
         return result
 
+    batch_shape: tuple[int, ...] | None = None  # the running micro-batch's (rows, tokens): an OOM names it
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
         step = self.state.global_step + 1
+        ids = inputs.get("input_ids") if hasattr(inputs, "get") else None
+        self.batch_shape = tuple(ids.shape) if ids is not None else None
+        self.faults.oom_if_due(step, self.args.device.type)
+        loss = super().training_step(model, inputs, num_items_in_batch)
         if self.faults.inf_grad_at_step == step:
             poison_gradient(model)
         diverged = None
@@ -95,13 +101,20 @@ class GuardedSFTTrainer(SFTTrainer):
             (folder / INCOMPLETE_MARKER).write_text(
                 "trainkit writes this file before a save and deletes it once every process has finished; "
                 "a checkpoint that still holds it was cut off mid-save\n", encoding="utf-8")
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception:
+            # Its bytes would hold the disk that just filled; the complete checkpoints before it stay.
+            if self.args.should_save:
+                remove_half_written(folder, INCOMPLETE_MARKER)
+            raise
         agree_across_ranks(True)  # every rank is past its save
         if self.args.should_save:
             (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
 
     def _save_rng_state(self, output_dir):
         self.faults.kill_if_saving_at(self.state.global_step)
+        self.faults.fail_save_if_due(self.state.global_step, Path(output_dir) / "rng_state.pth")
         super()._save_rng_state(output_dir)
 
 
