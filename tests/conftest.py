@@ -28,8 +28,10 @@ ANSI = re.compile(r"\x1b\[")
 TAGGED = re.compile(r"^(✅|⚠️|❌) (SUCCESS|WARNING|ERROR|RESUME):")
 
 sys.path.insert(0, str(ROOT))
-# In-process checks too: no test may ask the Hugging Face Hub anything.
+# In-process checks too: no test may ask the Hugging Face Hub or W&B anything (the W&B tests point
+# WANDB_BASE_URL at local stand-ins and unset WANDB_MODE themselves).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
 
 
 # Files that train most (two-process groups, crash loops, the benchmark) are handed out first: with

@@ -25,6 +25,7 @@ setup() {
 
 teardown() {
   kill_private_tmux
+  [[ -z "${STANDIN_PID:-}" ]] || kill "$STANDIN_PID" 2>/dev/null || true
 }
 
 
@@ -43,10 +44,20 @@ refute_secrets_anywhere() {
   refute_secrets_in "$BATS_TEST_TMPDIR/scrollback.txt"
 }
 
-@test "a CPU launch with fake credentials leaves none in ps, the log, the output dir, the scrollback or the status report" {
+@test "a CPU launch with fake credentials leaves none in ps, the log, the output dir, the scrollback or the status report; a failing W&B costs a WARNING" {
   umask 022
+  # W&B online with a key, but answering 500: the run logs offline and trains on, no relaunch.
+  mkdir -p "$BATS_TEST_TMPDIR/wandb-standin"
+  "$REPO_ROOT/.venv-local/bin/python" "$REPO_ROOT/tests/bats/webhook_server.py" "$BATS_TEST_TMPDIR/wandb-standin/port" \
+    "$BATS_TEST_TMPDIR/wandb-standin/posts.jsonl" --status 500 3>&- &
+  STANDIN_PID=$!
+  wait_for_file "$BATS_TEST_TMPDIR/wandb-standin/port" 30
+  unset WANDB_MODE
+  export WANDB_BASE_URL="http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/wandb-standin/port")"
   TRAINKIT_FAULT_STEP_DELAY=0.5 TRAINKIT_TMUX_LINGER=120 \
-    run -0 scripts/train.sh --platform cpu --output-dir "$OUT" --session "$SESSION" --no-wait -- --max_steps 8 --save_steps 4
+    run -0 scripts/train.sh --platform cpu --output-dir "$OUT" --session "$SESSION" --no-wait -- --max_steps 8 --save_steps 4 \
+    --wandb_timeout_seconds 5
+  assert_line "⚠️ WARNING: W&B is not answering (127.0.0.1:${WANDB_BASE_URL##*:} answered HTTP 500): the run will log offline and can be synced later"
   refute_secrets_in <(printf '%s\n' "$output")
   wait_for_step 2
   refute_secrets_anywhere
@@ -61,6 +72,9 @@ refute_secrets_anywhere() {
   assert_equal "$(head -n 1 "$OUT/.trainkit.exit")" 0
   assert_file_exists "$OUT/checkpoint-4/training_args.bin"
   assert_file_exists "$OUT/wandb_run.json"
+  run -0 grep -F "⚠️ WARNING: W&B is not answering (127.0.0.1:${WANDB_BASE_URL##*:} answered HTTP 500): the run logs offline in $OUT/wandb/offline-run-" "$TRAINKIT_LOG_DIR/latest.log"
+  run -1 grep -F "relaunching" "$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F '"wandb_mode": "offline"' "$OUT/status.json"
   refute_secrets_anywhere
   run -0 scripts/check_training_status.sh --output-dir "$OUT" --session "$SESSION" --json
   refute_secrets_in <(printf '%s\n' "$output")

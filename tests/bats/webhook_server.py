@@ -1,10 +1,11 @@
-"""A webhook for the notification tests: records every POST as one JSON line, or accepts and never answers.
+"""A local HTTP server for the tests: a webhook that records every POST as one JSON line, or a W&B stand-in
+that fails (answers 500) or accepts and never answers.
 
-    python tests/bats/webhook_server.py PORT_FILE RECORD_FILE [--hang]
+    python tests/bats/webhook_server.py PORT_FILE RECORD_FILE [--hang | --status CODE]
 
 Listens on 127.0.0.1 on a free port, written to PORT_FILE once it listens. Each POST is appended to
-RECORD_FILE as {"path", "headers", "body"} (the body parsed as JSON when it is JSON) and answered 200;
-with --hang it is recorded and never answered.
+RECORD_FILE as {"path", "headers", "body"} (the body parsed as JSON when it is JSON) and answered 200 (or
+CODE); with --hang it is recorded and never answered.
 """
 
 import json
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port_file, record_file = sys.argv[1], sys.argv[2]
 hang = "--hang" in sys.argv[3:]
+answer = int(sys.argv[sys.argv.index("--status") + 1]) if "--status" in sys.argv else 200
 lock = threading.Lock()
 
 
@@ -30,7 +32,8 @@ class Handler(BaseHTTPRequestHandler):
         if hang:
             time.sleep(3600)
             return
-        self.send_response(200)
+        self.send_response(answer)
+        self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
 

@@ -89,6 +89,8 @@ class TrainkitArguments:
                   "(0 turns it off)."},
     )
     wandb_project: str = field(default="weatherman", metadata={"help": "W&B project when report_to has wandb."})
+    wandb_timeout_seconds: float = field(
+        default=30.0, metadata={"help": "Wait for W&B at start and end; then it logs offline."})
     tool_eval_samples: int = field(
         default=16,
         metadata={"help": "Validation conversations generated and scored for tool calls at each evaluation "

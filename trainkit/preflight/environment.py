@@ -196,11 +196,35 @@ def check_mps(report: Report) -> None:
                        "yourself, export PYTORCH_ENABLE_MPS_FALLBACK=1 first")
 
 
+WANDB_CHECK_SECONDS = 10.0  # TRAINKIT_WANDB_CHECK_SECONDS overrides: how long setup waits for W&B to answer
+
+
+def check_wandb_key(where: str, report: Report) -> None:
+    """The key against W&B itself, with a bound: a rejected key or an unreachable W&B is a WARNING (the run can
+    train without W&B, and logs offline), never an ERROR."""
+    from trainkit.core.wandb_reach import probe
+
+    reach = probe(float(os.environ.get("TRAINKIT_WANDB_CHECK_SECONDS") or WANDB_CHECK_SECONDS))
+    if reach.ok:
+        report.ok(f"W&B API key found ({where}); {reach.detail}")
+    elif reach.kind == "rejected":
+        report.warning(f"W&B API key found ({where}) but {reach.detail}: training will log offline",
+                       "log in again with `wandb login --relogin`, or set WANDB_API_KEY in the pod's environment "
+                       "(a key from https://wandb.ai/authorize)")
+    else:
+        report.warning(f"W&B is not answering ({reach.detail}): the run will log offline and can be synced later",
+                       "nothing to do for training; check the network or WANDB_BASE_URL if you want live W&B, and "
+                       "upload offline runs with `wandb sync <output_dir>/wandb/offline-run-*`")
+
+
 def check_credentials(report: Report) -> None:
     """W&B and Hugging Face credentials present: where they were found, never their values."""
-    if where := credentials.wandb_key_present():
-        report.ok(f"W&B API key found ({where})")
-    elif os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+    offline = os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun")
+    if (where := credentials.wandb_key_present()) and not offline:
+        check_wandb_key(where, report)
+    elif where:
+        report.ok(f"W&B API key found ({where}); WANDB_MODE={os.environ['WANDB_MODE']}")
+    elif offline:
         report.ok(f"W&B: WANDB_MODE={os.environ['WANDB_MODE']} (no key needed)")
     else:
         report.warning("no W&B API key: training will log offline",

@@ -59,6 +59,7 @@ class EvalCallback(TrainerCallback):
         self.first_step = 0
         self.eval_seconds = 0.0
         self.warned_share = False
+        self.wandb_failed = False  # W&B refused a table once: later evaluations skip it
 
     def on_train_begin(self, args, state, control, processing_class=None, **kwargs):
         self.t0 = time.time()
@@ -89,8 +90,13 @@ class EvalCallback(TrainerCallback):
         metrics.update({f"eval_{k}": v for k, v in summary.items() if k in toolcalls.FIGURES and v is not None})
         self.status.update(eval=block)
         self.status.event("eval", **block)
-        if self.wandb:
-            log_to_wandb(block, result.rows() if result else [], state.global_step)
+        if self.wandb and not self.wandb_failed:
+            try:
+                log_to_wandb(block, result.rows() if result else [], state.global_step)
+            except Exception as exc:  # W&B is how people watch the run, never a reason to stop it
+                self.wandb_failed = True
+                self.warn(f"W&B refused the evaluation table ({exc.__class__.__name__}: {str(exc)[:160]}): the "
+                          "figures stay in status.json and events.jsonl", "nothing to do; later evaluations skip W&B")
         if self.verbose:
             protocol.section(self.tag, eval_line(block, state.max_steps, loss_seconds, result))
         from trainkit.train.notifications import announce

@@ -260,7 +260,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     from trainkit.train.eval_callback import eval_callbacks
     from trainkit.train.faults import Faults, InjectedCrash
     from trainkit.train.timed_saves import TimedSaveCallback
-    from trainkit.train.tracking import prepare_wandb
+    from trainkit.train.tracking import finish_wandb, prepare_wandb, start_wandb
 
     out = config.output_dir
     main_proc = is_main_process()
@@ -288,6 +288,9 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     session.continuation = continuation
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
+    # Bounded, and offline when W&B does not answer: W&B is how people watch a run, not what it is for.
+    start_wandb(out, config.trainkit.wandb_project, config.sft.report_to, config.trainkit.wandb_timeout_seconds,
+                status, warn)
     status.update(startup_seconds=round(time.time() - started, 2))
     try:
         session.train(newest.path if newest else None)
@@ -329,6 +332,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
         raise
     if main_proc:
         resume.record_clean_exit(out)
+        finish_wandb(config.trainkit.wandb_timeout_seconds, warn)
     status.update(state="completed", step=state.global_step, exit_code=0, eta_seconds=0.0,
                   message=f"adapter saved to {final}")
     status.event("completed", path=str(final))
