@@ -56,6 +56,8 @@ def show(runs) -> None:
         eta = duration(run.eta_seconds) if run.eta_seconds is not None else "-"
         print(f"{run.name:<28} {run.state:<12} step {step:<12} ckpt {run.last_checkpoint or '-':<18} "
               f"loss {loss:<8} ETA {eta:<9} {run.wandb_url or ''}".rstrip())
+        if run.config:
+            print(f"{'':<28} config {run.config}")
 
 
 def stop(name: str, root: Path, timeout: float, wait: bool) -> int:

@@ -2,7 +2,8 @@
 # Usage: scripts/supervise.sh --platform P --config FILE --output-dir DIR --log FILE [--session NAME]
 #                             [--nproc N] [--nnodes N --rdzv-endpoint HOST:PORT [--node-rank R]] [-- TRAIN_ARGS...]
 #
-# Run train.py until it reaches a verdict, resuming it after a crash. Meant to run inside
+# Run train.py until it reaches a verdict, resuming it after a crash (a relaunch reads the config as the
+# launch's first attempt read it: DIR/launch_config.yaml, whatever the file says now). Meant to run inside
 # the tmux session that scripts/train.sh opens; all output is appended to the log.
 #
 # The supervisor holds DIR/.trainkit.lock (an flock, trainkit/core/lock.py) for its whole life and
@@ -200,9 +201,16 @@ while [[ -z "$stop_signal" ]]; do
     [[ -z "$rank_exits" ]] || rm -rf "$rank_exits"
     rank_exits="$(mktemp -d "${TMPDIR:-/tmp}/trainkit-ranks.XXXXXX")"
   fi
+  # A relaunch trains what the launch started: the copy of the config its first attempt made, not the live
+  # file, which may have been edited for the next run since (trainkit/train/snapshot.py).
+  attempt_config="$config"
+  if ((attempt > 1)); then
+    attempt_config="$(tk_runctl launch-config --output-dir "$output_dir" --launch-id "$launch_id" --config "$config" 9>&-)"
+    [[ "$attempt_config" == "$config" ]] || say tk_section "$tag" "relaunching with the config as launched: $attempt_config"
+  fi
   set -m
   TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 TRAINKIT_RANK_EXIT_DIR="$rank_exits" \
-    "${trainer[@]}" --config "$config" --output_dir "$output_dir" "$@" </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
+    "${trainer[@]}" --config "$attempt_config" --output_dir "$output_dir" "$@" </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
   child=$!
   set +m
   ticks=0

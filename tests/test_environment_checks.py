@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PYTHON, ROOT, TAGGED, base_env
 from trainkit.config import settings as config
-from trainkit.core import credentials
+from trainkit.core import credentials, wandb_reach
 from trainkit.core.report import Report
 from trainkit.preflight import environment
 
@@ -41,6 +41,11 @@ def fake_machine(monkeypatch, *, python=(3, 11, 7), versions=None, cuda=False, c
     monkeypatch.setattr(config, "mps_available", lambda: mps)
     monkeypatch.setattr(config, "flash_attn_installed", lambda: flash)
     monkeypatch.setattr(credentials, "wandb_key_present", lambda: "WANDB_API_KEY" if wandb else None)
+    # W&B online, as on a pod; the key check's answer is a platform fact too (tests/test_wandb_fallback.py asks
+    # real stand-ins).
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(wandb_reach, "probe", lambda timeout: wandb_reach.Reach(True, "ok", "api.wandb.ai accepted "
+                                                                                          "the API key"))
 
 
 def check(env: str) -> Report:

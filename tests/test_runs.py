@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import base_env, copy_run, finish, load_script, read_json, start_train, wait_for
+from conftest import ROOT, base_env, copy_run, finish, load_script, read_json, start_train, wait_for
 
 RUNS = load_script("runs").main
 
@@ -24,8 +24,12 @@ def test_list_shows_every_run_with_its_state_and_a_dead_one_as_dead(crashed_at_s
     assert listed["ghost"]["state"] == "dead" and listed["ghost"]["eta_seconds"] is None
     assert RUNS(["list", "--root", str(root)]) == 0
     lines = capfd.readouterr().out.splitlines()
-    assert lines[1].split()[:4] == ["ghost", "dead", "step", "7/40"]
-    assert lines[1].endswith("https://wandb.ai/x/y/runs/z")
+    ghost_line = next(line for line in lines if line.startswith("ghost"))
+    assert ghost_line.split()[:4] == ["ghost", "dead", "step", "7/40"]
+    assert ghost_line.endswith("https://wandb.ai/x/y/runs/z")
+    # Under a run it was launched for: the config file, and whether it changed since.
+    assert lines[lines.index(next(line for line in lines if line.startswith("crashed"))) + 1].split() == \
+        ["config", str(ROOT / "configs/smoke.yaml"), "(unchanged", "since", "launch)"]
     assert lines[-1] == f"✅ SUCCESS: 2 run(s) under {root}"
 
 

@@ -313,3 +313,25 @@ launch() {
   run -0 grep -F "Found checkpoint at step 3" "$log"
   run -1 grep -F "relaunching" "$log"
 }
+
+@test "a config edited while the run trains: the supervisor's relaunch trains the launched one, and the user's re-run is refused with the command that resumes it" {
+  config="$BATS_TEST_TMPDIR/mine.yaml"
+  cp configs/smoke.yaml "$config"
+  TRAINKIT_FAULT_CRASH_AT_STEP=6 TRAINKIT_FAULT_ONCE="$BATS_TEST_TMPDIR/crashed" TRAINKIT_FAULT_STEP_DELAY=0.15 \
+    run -0 launch --config "$config" --no-wait -- --report_to none --max_steps 8 --save_steps 3
+  wait_for_step 1
+  sed -i.bak 's/^learning_rate: .*/learning_rate: 5.0e-4/' "$config"
+  wait_for_file "$OUT/.trainkit.exit"
+  assert_equal "$(exit_code)" 0
+  log="$TRAINKIT_LOG_DIR/latest.log"
+  run -0 grep -F "[TRAINING-CPU] relaunching with the config as launched: $OUT/launch_config.yaml" "$log"
+  run -0 grep -F "Found checkpoint at step 3" "$log"
+  run -0 grep -F "learning_rate: 1.0e-3" "$OUT/launch_config.yaml"
+  assert_file_exists "$OUT/final/adapter_model.safetensors"
+
+  run -1 launch --config "$config" -- --report_to none --max_steps 8 --save_steps 3
+  assert_line --index "$((${#lines[@]} - 2))" --partial "holds a run launched with another config ($config changed since, or a different one): learning_rate: 0.001 -> 0.0005"
+  assert_line --index "$((${#lines[@]} - 1))" --partial "resume the run as it was launched: scripts/train.sh --platform cpu --config $OUT/launch_config.yaml -- --output_dir $OUT --report_to none --max_steps 8 --save_steps 3; or train the edited config into a new output_dir"
+  status_of
+  assert_line "[STATUS] config: $config (changed since launch); relaunches read $OUT/launch_config.yaml"
+}

@@ -151,6 +151,9 @@ class Config:
     strategy: object = None  # trainkit.preflight.strategy.Strategy, decided by the preflight
     attention: object = None  # trainkit.config.attention.Choice, decided while parsing
     duration_seconds: float | None = None  # the preflight's estimate from FLOPs (trainkit.preflight.duration)
+    config_path: str | None = None  # the YAML file read (trainkit.train.snapshot copies it at launch)
+    overrides: list = field(default_factory=list)  # the command line beside --config (train.py sets it)
+    memory_estimate: object = None  # the preflight's MemoryEstimate under the run's settings
 
     @property
     def tag(self) -> str:
@@ -418,7 +421,8 @@ def parse(argv: list[str] | None = None) -> Config:
     sources.update({k: "machine default" for k in device_defaults(device) if k not in explicit})
     if trainkit_args.effective_batch_size:
         sources["gradient_accumulation_steps"] = "effective_batch_size"
-    return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources, attention=attention)
+    return Config(trainkit_args, sft, model, device, platform, dry_run=dry_run, sources=sources, attention=attention,
+                  config_path=config_path)
 
 
 def keep_effective_batch(trainkit_args: TrainkitArguments, sft, command_line: set[str]) -> None:

@@ -30,7 +30,7 @@ from trainkit.core.status import world_size
 
 MAX_AGE_SECONDS = 3600
 # Environment the checks read: the platform's size, Hub access and tokens (presence only), W&B.
-ENV_KEYS = ("TRAINKIT_PLATFORM", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
+ENV_KEYS = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
             "WANDB_MODE", "CUDA_VISIBLE_DEVICES")
 SECRET_KEYS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 OUTPUTS = ("output_dir", "logging_dir")

@@ -187,6 +187,12 @@ def cmd_output_dir(args) -> int:
     return 0
 
 
+def cmd_launch_config(args) -> int:
+    from trainkit.train.snapshot import relaunch_config
+
+    return print_value(relaunch_config(Path(args.output_dir), args.launch_id, args.config))
+
+
 def cmd_stalled(args) -> int:
     seen = supervision.observe(args.output_dir)
     if not seen.status or not seen.trainer_alive:
@@ -396,6 +402,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--config", required=True)
     c.add_argument("--output-dir", default="")
     c.add_argument("train_args", nargs=argparse.REMAINDER)
+    c = command("launch-config", cmd_launch_config)
+    c.add_argument("--launch-id", default="")
+    c.add_argument("--config", required=True)
     command("stalled", cmd_stalled)
     c = command("progressed", cmd_progressed)
     c.add_argument("--launch-id", required=True)

@@ -50,6 +50,7 @@ class RunSummary:
     eta_seconds: float | None
     wandb_url: str | None
     pid: int | None
+    config: str | None = None  # the config file it was launched from, and whether it changed since
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +58,7 @@ class RunSummary:
 
 def summarize(output_dir: Path) -> RunSummary:
     from trainkit.supervise import supervision
+    from trainkit.train import snapshot
 
     # The same verdict as check_training_status.sh: decided from the processes, not the file alone.
     seen = supervision.observe(output_dir)
@@ -70,6 +72,7 @@ def summarize(output_dir: Path) -> RunSummary:
         max_steps=status.get("max_steps"), last_checkpoint=Path(last).name if last else None,
         loss=status.get("loss"), eta_seconds=status.get("eta_seconds") if state in LIVE_STATES else None,
         wandb_url=status.get("wandb_url"), pid=int(owner["pid"]) if owner and str(owner.get("pid")).isdigit() else None,
+        config=snapshot.describe(output_dir),
     )
 
 

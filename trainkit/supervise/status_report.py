@@ -15,7 +15,7 @@ from trainkit.core import protocol
 from trainkit.core.protocol import ExitCode
 from trainkit.core.status import last_event
 from trainkit.supervise.supervision import Assessment, Observation, assess, observe, trained_steps
-from trainkit.train import checkpoints
+from trainkit.train import checkpoints, snapshot
 
 
 @dataclass
@@ -115,6 +115,7 @@ class Report:
             updated_seconds_ago=self.age(),
             stalled_seconds=int(self.verdict.stalled_for) if self.verdict.stalled_for is not None else None,
             restart_in_seconds=int(self.verdict.restart_in) if self.verdict.restart_in is not None else None,
+            launch_config=snapshot.describe(self.output_dir),
         )
         if self.facts.wandb is not None:
             merged["wandb_summary"] = self.facts.wandb
@@ -149,6 +150,8 @@ class Report:
             age = self.age()
             out("STATUS", f"updated: {'?' if age is None else age} s ago ({status.get('updated_at') or ''})")
             out("STATUS", f"trainer pid: {status.get('pid')} ({'alive' if seen.trainer_alive else 'not running'})")
+            if launched := snapshot.describe(self.output_dir):
+                out("STATUS", f"config: {launched}; relaunches read {self.output_dir / snapshot.SNAPSHOT_FILE}")
         holder = seen.holder or {}
         if holder.get("pid") and holder.get("role") != "trainer":
             out("STATUS", f"supervisor pid: {holder['pid']} ({'alive' if seen.supervisor_alive else 'not running'})")

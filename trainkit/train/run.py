@@ -99,6 +99,7 @@ def run(argv: list[str] | None = None) -> int:
                       max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
+        config.overrides = overrides_of(argv)
         code = train(config, status, stop, started, claim)
         if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
             if not claim.undo_refused(code, "the preflight found errors (see the log)"):
@@ -130,6 +131,19 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.CRASHED
     finally:
         claim.release()  # the run is over: the lock goes now, not when the interpreter has wound down
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The command line without its --config: what the run was launched with beside the file."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("--config="):
+            out.append(arg)
+    return out
 
 
 def verdict(exc: TrainkitError, status: RunStatus | None, claim: Claim) -> int:
@@ -225,7 +239,13 @@ def train(config, status: RunStatus, stop: StopRequest, started: float, claim: C
         status.restart_run_clock()  # trained from its beginning: a new run's clock
     # Counted before anything that can crash: a start that dies while loading data or the
     # model is a start without progress like any other, and the crash-loop limit sees it.
+    from trainkit.train import snapshot
+
+    # What this start trains, for the supervisor's relaunches: a config edited from now on is for the next run.
+    snapshot.write(config, config.overrides)
     if main_proc:
+        record = snapshot.read(out)
+        status.update(config_file=record.get("source") if record else config.config_path)
         if claim is not None:
             claim.touched_run = True  # from here a refusal is this run's verdict, not a start refused
         metadata = resume.record_start(out, step, newest.path if newest else None)
@@ -408,6 +428,16 @@ def check_fingerprint(config):
     recorded = fingerprint.read(out) if trained else None
     changes = fingerprint.compare(recorded, current)
     if changes.blocking:
+        from trainkit.train import snapshot
+
+        if snapshot.file_changed(out, config.config_path):
+            one_shot = [a for a in config.overrides if a.split("=")[0] in snapshot.ONE_SHOT]
+            raise ConfigError(
+                f"{out} holds a run launched with another config ({config.config_path} changed since, or a "
+                f"different one): {'; '.join(changes.blocking)}",
+                f"resume the run as it was launched: {snapshot.resume_command(out, config.platform, one_shot)}; "
+                "or train the edited config into a new output_dir: --output_dir outputs/<new-name>",
+            )
         flags = fingerprint.resume_flags(changes.blocking)
         raise ConfigError(
             f"{out} holds a run started with a different config: {'; '.join(changes.blocking)}",
