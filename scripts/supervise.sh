@@ -18,7 +18,8 @@
 # stall_timeout_seconds); a stalled trainer gets SIGTERM, then SIGKILL after
 # $TRAINKIT_STALL_KILL_GRACE_SECONDS (60), and is relaunched as a crash.
 # A stop request at any moment (Ctrl-C in the pane, SIGTERM, tmux kill-session's SIGHUP) is passed
-# to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff.
+# to train.py, which saves a checkpoint and exits 75; no relaunch follows, also during a backoff. A train.py
+# still alive stop_grace_seconds (20) after the request is SIGKILLed: the verdict is 75, "the stop was forced".
 # With TRAINKIT_NOTIFY_URL set it posts what only it sees (restarting, stalled, gave_up) through runctl notify,
 # which hands the request to a detached sender (trainkit/core/notify.py); train.py posts the rest.
 # The final code goes to DIR/.trainkit.exit (with the launch id) and the lock is released on exit.
@@ -192,7 +193,9 @@ stop_stalled() {
   kill -KILL -- "-$child" 2>/dev/null || kill -KILL "$child" 2>/dev/null || true
 }
 
-attempt=0 failures=0 action=""
+# stop_grace_seconds (train.py writes it into status.json; 20 before it has) bounds a stop request.
+readonly TK_STOP_GRACE_DEFAULT=20
+attempt=0 failures=0 action="" forced=0 stop_grace=$TK_STOP_GRACE_DEFAULT
 while [[ -z "$stop_signal" ]]; do
   attempt=$((attempt + 1))
   # Its own process group (set -m): a Ctrl-C in the pane reaches train.py only through on_stop.
@@ -213,10 +216,20 @@ while [[ -z "$stop_signal" ]]; do
     "${trainer[@]}" --config "$attempt_config" --output_dir "$output_dir" "$@" </dev/null > >(trap '' INT HUP TERM && exec tee -a "$log" 9>&-) 2>&1 &
   child=$!
   set +m
-  ticks=0
+  ticks=0 stop_waited=0
   while kill -0 "$child" 2>/dev/null; do
     pause 1
     ticks=$((ticks + 1))
+    if [[ -n "$stop_signal" ]] && ((!forced)) && kill -0 "$child" 2>/dev/null; then
+      # A bounded stop: past the grace, SIGKILL the trainer's whole group; checkpoints are complete or marked.
+      ((stop_waited)) || stop_grace="$(tk_runctl field --output-dir "$output_dir" stop_grace_seconds 9>&- || true)"
+      [[ "$stop_grace" =~ ^[0-9]+$ ]] || stop_grace=$TK_STOP_GRACE_DEFAULT
+      stop_waited=$((stop_waited + 1))
+      if ((stop_waited >= stop_grace)); then
+        forced=1
+        kill -KILL -- "-$child" 2>/dev/null || kill -KILL "$child" 2>/dev/null || true
+      fi
+    fi
     if ((ticks % poll == 0)) && [[ -z "$stop_signal" ]] && kill -0 "$child" 2>/dev/null &&
       stalled_for="$(tk_runctl stalled --output-dir "$output_dir" 9>&-)"; then
       say tk_warning "train.py (pid $child) is stalled: no step for ${stalled_for}s; stopping it to relaunch" \
@@ -243,6 +256,12 @@ while [[ -z "$stop_signal" ]]; do
     --max-restarts "$max_restarts" --progressed "$progressed" 9>&-)
   [[ -n "$action" ]] || action=relaunch value=$((failures + 1))
   if [[ "$action" == stop ]]; then
+    break
+  fi
+  if ((forced)); then
+    say tk_error "the stop was forced: train.py did not exit within ${stop_grace}s of SIG$stop_signal and was killed (SIGKILL)" \
+      "nothing is lost: checkpoints are complete or marked incomplete; re-run the same command to resume from the newest complete one"
+    code=$TK_EXIT_INTERRUPTED
     break
   fi
   if [[ -n "$stop_signal" ]]; then

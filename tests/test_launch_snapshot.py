@@ -101,3 +101,23 @@ def test_the_status_command_names_the_launched_config_and_whether_it_changed(tmp
     text = capsys.readouterr().out
     assert (f"[STATUS] config: {config.resolve()} (changed since launch); relaunches read "
             f"{out / snapshot.SNAPSHOT_FILE}") in text
+
+
+def test_the_copy_holds_no_credential_and_a_start_from_it_takes_them_from_the_launched_file(tmp_path, monkeypatch):
+    from trainkit.config import settings
+
+    token = "hf_fakeSnapshotToken1234"
+    config = own_config(tmp_path)
+    config.write_text(config.read_text() + f"hub_token: {token}\nenv:\n  MY_SERVICE_TOKEN: tok-4321\n  FOO: bar\n")
+    out = tmp_path / "out"
+    assert train(tmp_path, config, "--max_steps", "2").returncode == 0
+    copy = (out / snapshot.SNAPSHOT_FILE).read_text()
+    assert token not in copy and "tok-4321" not in copy and "FOO: bar" in copy
+    assert read_json(out / snapshot.RECORD_FILE)["secrets_from_source"] == ["hub_token", "env.MY_SERVICE_TOKEN"]
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("MY_SERVICE_TOKEN", raising=False)
+    monkeypatch.setenv("FOO", "before")  # parse exports env: keys; monkeypatch puts them back
+    settings.parse(["--config", str(out / snapshot.SNAPSHOT_FILE), "--output_dir", str(out)])
+    import os
+
+    assert os.environ["HF_TOKEN"] == token and os.environ["MY_SERVICE_TOKEN"] == "tok-4321"

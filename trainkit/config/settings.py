@@ -80,8 +80,7 @@ class TrainkitArguments:
     )
     memory_budget_gb: float | None = field(
         default=None,
-        metadata={"help": "Accelerator memory the run may use; default: a Mac's recommended GPU working set (else "
-                  "28), h100 70, cpu none."},
+        metadata={"help": "Accelerator memory the run may use (default: the Mac's GPU working set, h100 70)."},
     )
     estimate_after_steps: int = field(
         default=100,
@@ -106,7 +105,7 @@ class TrainkitArguments:
     )
     eval_max_examples: int | None = field(
         default=None,
-        metadata={"help": "Cap on the validation examples of each eval loss, one fixed sample (unset: all)."},
+        metadata={"help": "Validation examples in each eval loss, a fixed sample (unset: all)."},
     )
     oom_retry_with_checkpointing: bool = field(
         default=False,
@@ -115,8 +114,7 @@ class TrainkitArguments:
     )
     more_steps: int = field(
         default=0,
-        metadata={"help": "Continue a finished run for N more steps, its optimizer state kept, on a new warmup + "
-                  "cosine segment."},
+        metadata={"help": "Continue a finished run N more steps (optimizer kept, a new warmup + cosine)."},
     )
     activation_checkpointing_auto: bool = field(
         default=False,
@@ -133,9 +131,11 @@ class TrainkitArguments:
         metadata={"help": "No new step for this long is a stall: the supervisor kills and relaunches the trainer "
                   "(0: off)."},
     )
+    stop_grace_seconds: int = field(
+        default=20, metadata={"help": "A trainer alive this long after a stop is SIGKILLed."})
     first_step_timeout_seconds: int = field(
         default=3600,
-        metadata={"help": "The stall allowance before the first step of each start (model loading, data); 0 is off."},
+        metadata={"help": "The stall allowance before each start's first step (0: off)."},
     )
 
 
@@ -153,6 +153,7 @@ class Config:
     duration_seconds: float | None = None  # the preflight's estimate from FLOPs (trainkit.preflight.duration)
     config_path: str | None = None  # the YAML file read (trainkit.train.snapshot copies it at launch)
     overrides: list = field(default_factory=list)  # the command line beside --config (train.py sets it)
+    hub_note: str | None = None  # "model … from the local cache; no Hub access during training" (hub_offline)
     memory_estimate: object = None  # the preflight's MemoryEstimate under the run's settings
 
     @property
@@ -351,6 +352,27 @@ def unknown_key_error(keys: list[str], where: str) -> ConfigError:
     )
 
 
+def add_launch_secrets(config_path: str, values: dict) -> None:
+    """A launch copy (output_dir/launch_config.yaml, trainkit.train.snapshot) holds no credentials: the ones its
+    launched file had come from that file, as it is now. Credentials do not define a run."""
+    import json
+
+    path = Path(config_path)
+    if path.name != "launch_config.yaml":
+        return
+    try:
+        record = json.loads(path.with_name("launch_config.json").read_text(encoding="utf-8"))
+        wanted = record.get("secrets_from_source") or []
+        source = load_yaml(record["source"]) if wanted else {}
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return
+    for key in wanted:
+        if key.startswith("env.") and isinstance(source.get("env"), dict) and key[4:] in source["env"]:
+            values.setdefault("env", {})[key[4:]] = source["env"][key[4:]]
+        elif key in source:
+            values[key] = source[key]
+
+
 def load_yaml(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -386,6 +408,8 @@ def parse(argv: list[str] | None = None) -> Config:
         argv.pop(i)
     dry_run = pop_dry_run(argv)
     values = load_yaml(config_path) if config_path else {}
+    if config_path:
+        add_launch_secrets(config_path, values)
     for key, value in (values.pop("env", None) or {}).items():
         os.environ[key] = str(value)
 

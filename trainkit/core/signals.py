@@ -1,11 +1,14 @@
 """Turn SIGTERM/SIGINT/SIGHUP into "save a checkpoint at the end of this step, then exit 75".
 
 No library installs a handler: SIGTERM kills at once and SIGINT raises
-KeyboardInterrupt wherever Python happens to be, mid-save included. The handler
-only raises a flag; `TrainkitCallback.on_step_end` turns it into should_save +
-should_training_stop (setting those from the handler is racy: on_step_begin resets
-them). A second signal means "now": the default action runs, and the next start
-skips whatever half-written checkpoint that leaves.
+KeyboardInterrupt wherever Python happens to be, mid-save included. Once training has
+begun (`deferred`, set at the trainer's on_train_begin) the handler only raises a flag;
+`TrainkitCallback.on_step_end` turns it into should_save + should_training_stop (setting
+those from the handler is racy: on_step_begin resets them). Before that there is nothing to
+save, and the phase may be long (the preflight, a model load, W&B, a Hub that never
+answers): the handler raises StopBeforeStart at once. A second signal means "now": one line
+says what was skipped and the process exits 75 without saving; the next start skips whatever
+half-written checkpoint that leaves.
 """
 
 from __future__ import annotations
@@ -16,11 +19,25 @@ import signal
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+class StopBeforeStart(BaseException):
+    """A stop request before the first step: nothing to save, so the start ends now (exit 75).
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` in a library may swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+NOW_EXIT = 75  # a second stop request: interrupted, without the save
+
+
 class StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.from_other_rank = False
         self.announced = False
+        self.deferred = False  # training has begun: a stop waits for the step's end and its checkpoint
 
     @property
     def requested(self) -> bool:
@@ -38,10 +55,18 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+            # Only os.write is safe here: print() could meet its own lock, held mid-line.
+            os.write(1, (f"❌ ERROR: stopped at once by a second {signal.Signals(signum).name}: the checkpoint of "
+                         "this step was not saved; re-run the same command to resume from the newest complete "
+                         "checkpoint\n").encode())
+            os._exit(NOW_EXIT)
         self.signum = signum
+        if not self.deferred:
+            raise StopBeforeStart(signum)
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 def agree_across_ranks(local: bool) -> bool:

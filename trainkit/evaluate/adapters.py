@@ -117,7 +117,11 @@ def resolve_base(name: str | None, adapter: Adapter) -> str:
     if not name:
         raise TrainkitError(f"{adapter.path / ADAPTER_CONFIG} does not name its base model",
                             "pass --base MODEL (the hub id or directory the adapter was trained on)")
+    from trainkit.config.hub_offline import offline_if_cached
+
     found = local_model_dir(name)
+    # A base whole on disk is read with the Hub off: a Hub that never answers cannot hold the command.
+    offline_if_cached(found or name)
     if found:
         return found
     from trainkit.config.settings import looks_local

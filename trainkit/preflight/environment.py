@@ -271,11 +271,30 @@ def hub_access(model_name: str) -> tuple[str, str]:
     """
     if hub_offline():
         return "unreachable", "HF_HUB_OFFLINE=1"
-    from huggingface_hub import auth_check
+    import threading
+
+    from huggingface_hub import auth_check, constants
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
+    # auth_check sets no timeout of its own: a Hub that accepts and never answers would hold the start for good.
+    found: list = []
+
+    def ask() -> None:
+        try:
+            auth_check(model_name)
+            found.append(None)
+        except BaseException as exc:  # handed to the caller's thread below
+            found.append(exc)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    bound = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
+    asker.join(bound)
+    if not found:
+        return "unreachable", f"{constants.ENDPOINT} did not answer within {bound:g} s"
     try:
-        auth_check(model_name)
+        if found[0] is not None:
+            raise found[0]
     except GatedRepoError:
         return "gated", "401"
     except RepositoryNotFoundError:
@@ -327,7 +346,8 @@ def check_model_available(model_name: str, report: Report, *, cached: bool, know
         report.error(f"model {model_name} is not in the local HF cache and the Hugging Face Hub cannot be reached "
                      f"({detail}): {what}{maybe}",
                      f"check the spelling of model_name_or_path; download it where the Hub is reachable "
-                     f"(hf download {model_name}), or unset HF_HUB_OFFLINE")
+                     f"(hf download {model_name}), or "
+                     + ("unset HF_HUB_OFFLINE" if hub_offline() else "check the network (and HF_ENDPOINT)"))
 
 
 def validate_environment(env: str, report: Report, requirements: Path = REQUIREMENTS) -> None:

@@ -25,10 +25,15 @@ from pathlib import Path
 from typing import Protocol
 
 
+class EvaluationStopped(Exception):
+    """A stop request during an evaluation: its figures are abandoned, the last finished step is saved (exit 75)."""
+
+
 class TrainingSession(Protocol):
     state: object  # global_step, max_steps, log_history, save_to_json(path)
     continuation: object  # trainkit.train.continuation.Continuation for --more_steps, or None
     batch_shape: tuple | None  # the micro-batch being trained (rows, tokens): an out-of-memory error names it
+    stop_requested: object  # () -> bool: an evaluation in progress is abandoned when it says so
 
     def train(self, resume_from: Path | None) -> None: ...
 
@@ -83,6 +88,14 @@ class TrlSession:
     @property
     def batch_shape(self):
         return self.trainer.batch_shape
+
+    @property
+    def stop_requested(self):
+        return self.trainer.stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, check) -> None:
+        self.trainer.stop_requested = check
 
     @continuation.setter
     def continuation(self, value) -> None:

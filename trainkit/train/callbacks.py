@@ -55,6 +55,8 @@ class TrainkitCallback(TrainerCallback):
         self.interval_dirty = True  # the first interval of a start holds the startup
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # From here a stop waits for the end of the step and its checkpoint (trainkit.core.signals).
+        self.stop.deferred = True
         self.t0 = time.time()
         self.first_step = state.global_step
         url = wandb_url()

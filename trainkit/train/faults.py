@@ -9,6 +9,10 @@
                                      (the save check refuses to write it, exit 3)
     TRAINKIT_FAULT_STEP_DELAY=0.2    sleep after every step, so a test can signal mid-run
     TRAINKIT_FAULT_HANG_AT_STEP=3    hang for good at the end of step 3, signals ignored (a stuck collective)
+    TRAINKIT_FAULT_HANG_BEFORE_FIRST_STEP=1  wait for good where the model loads, before the first step (a slow
+                                     load, a Hub that never answers): signals are heard, as there
+    TRAINKIT_FAULT_IGNORE_STOP=1     a trainer deaf to stop requests (SIGTERM/SIGINT/SIGHUP ignored): the
+                                     supervisor's stop grace ends it with SIGKILL
     TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4  SIGKILL this process while it writes checkpoint-4, after the
                                      weights and optimizer, before its RNG state (a rank lost mid-save)
     TRAINKIT_FAULT_ENOSPC_AT_SAVE=6  the save of checkpoint-6 fails with ENOSPC after writing part of it (the
@@ -52,6 +56,8 @@ class Faults:
     hang_at_step: int | None = None
     kill_in_save_at_step: int | None = None
     enospc_at_save: int | None = None
+    hang_before_first_step: bool = False
+    ignore_stop: bool = False
     oom_at_step: int | None = None
 
     @classmethod
@@ -69,6 +75,8 @@ class Faults:
             hang_at_step=_env_number("TRAINKIT_FAULT_HANG_AT_STEP", int),
             kill_in_save_at_step=_env_number("TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP", int),
             enospc_at_save=_env_number("TRAINKIT_FAULT_ENOSPC_AT_SAVE", int),
+            hang_before_first_step=bool(os.environ.get("TRAINKIT_FAULT_HANG_BEFORE_FIRST_STEP")),
+            ignore_stop=bool(os.environ.get("TRAINKIT_FAULT_IGNORE_STOP")),
             oom_at_step=_env_number("TRAINKIT_FAULT_OOM_AT_STEP", int),
         )
 
@@ -85,6 +93,22 @@ class Faults:
             signal.signal(signum, signal.SIG_IGN)
         while True:
             time.sleep(60)
+
+    def hang_before_first_step_if_set(self) -> None:
+        if not self.hang_before_first_step:
+            return
+        import time
+
+        while True:
+            time.sleep(1)
+
+    def ignore_stop_if_set(self) -> None:
+        if not self.ignore_stop:
+            return
+        import signal
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
 
     def kill_if_saving_at(self, step: int) -> None:
         if self.kill_in_save_at_step == step and self._fire_once():

@@ -42,9 +42,9 @@ def argv_value(argv: list[str], flag: str) -> str | None:
     return value
 
 
-def early_output_dir(argv: list[str]) -> Path | None:
-    """output_dir from the command line, else from the YAML; None when neither names one."""
-    value = argv_value(argv, "--output_dir")
+def early_value(argv: list[str], key: str) -> str | None:
+    """KEY from the command line, else from the YAML, before the config is parsed; None when neither names it."""
+    value = argv_value(argv, f"--{key}")
     if value is None:
         config = argv_value(argv, "--config")
         if config and Path(config).is_file():
@@ -54,8 +54,14 @@ def early_output_dir(argv: list[str]) -> Path | None:
                 values = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
             except (OSError, ValueError, ImportError, yaml.YAMLError):
                 values = None
-            if isinstance(values, dict) and isinstance(values.get("output_dir"), str):
-                value = values["output_dir"]
+            if isinstance(values, dict) and isinstance(values.get(key), str):
+                value = values[key]
+    return value
+
+
+def early_output_dir(argv: list[str]) -> Path | None:
+    """output_dir from the command line, else from the YAML; None when neither names one."""
+    value = early_value(argv, "output_dir")
     return Path(value) if value else None
 
 
@@ -137,10 +143,11 @@ class Claim:
             pass
         return True
 
-    def undo_refused(self, exit_code: int, message: str) -> bool:
-        """After an input error (exit 1) before this start touched the run: status.json as it was, plus a
-        `refused` event. True when it did so (the caller then records nothing else)."""
-        if exit_code != ExitCode.ERROR or self.touched_run or self.status is None or self.created:
+    def undo_refused(self, exit_code: int, message: str, event: str = "refused") -> bool:
+        """After an input error (exit 1), or a stop (75), before this start touched the run: status.json as it
+        was, plus a `refused` (or EVENT) event. True when it did so (the caller then records nothing else)."""
+        if exit_code not in (ExitCode.ERROR, ExitCode.INTERRUPTED) or self.touched_run or self.status is None \
+                or self.created:
             return False
         if not is_main_process():
             return True
@@ -154,7 +161,7 @@ class Claim:
                 os.replace(tmp, path)
         except OSError:
             return False
-        self.status.event("refused", message=message, launch_id=self.status.data.get("launch_id"))
+        self.status.event(event, message=message, launch_id=self.status.data.get("launch_id"))
         return True
 
     def release(self) -> None:

@@ -135,6 +135,7 @@ class MlxSession:
         from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, TrainerControl, TrainerState
 
         self.batch_shape: tuple[int, int] | None = None  # the running micro-batch (rows, tokens): an OOM names it
+        self.stop_requested = lambda: False  # train.py's StopRequest: an evaluation in progress is abandoned
         self.config, self.sft, self.faults = config, config.sft, faults
         self.examples = data["train"]
         self.validation = data.get("validation") or []
@@ -297,6 +298,10 @@ class MlxSession:
         total, rows = 0.0, 0
         size = self.sft.per_device_eval_batch_size
         for start in range(0, len(self.validation), size):
+            if self.stop_requested():
+                from trainkit.train.backend import EvaluationStopped
+
+                raise EvaluationStopped(f"evaluation at step {self.state.global_step} abandoned")
             indices = list(range(start, min(start + size, len(self.validation))))
             inputs, targets, mask = self._batch(indices, self.validation)
             loss = self._loss(self.model, inputs, targets, mask) / mx.maximum(mask.sum(), 1)

@@ -21,9 +21,9 @@ from trainkit.core import protocol
 from trainkit.core.errors import ConfigError, Diverged, TrainkitError, log_traceback
 from trainkit.core.library_warnings import quiet_progress_bars, silence_unactionable
 from trainkit.core.protocol import ExitCode
-from trainkit.core.signals import StopRequest
+from trainkit.core.signals import StopBeforeStart, StopRequest, signal_name
 from trainkit.core.status import RunStatus, is_main_process, read_json
-from trainkit.train.launch import Claim, early_output_dir
+from trainkit.train.launch import Claim, early_output_dir, early_value
 from trainkit.train.notifications import announce_exit
 
 FINAL_DIR = "final"
@@ -84,6 +84,10 @@ def run(argv: list[str] | None = None) -> int:
         dry = any(a.split("=")[0] in ("--dry-run", "--dry_run") for a in argv)
         early = None if dry else early_output_dir(argv)
         status = claim.take(early) if early else None
+        # Before any library asks the Hub: a model whole on disk is read with the Hub off.
+        from trainkit.config.hub_offline import offline_if_cached
+
+        hub_note = offline_if_cached(early_value(argv, "model_name_or_path"), early_value(argv, "model_revision"))
         from trainkit.config.settings import parse
 
         config = parse(argv)
@@ -98,8 +102,10 @@ def run(argv: list[str] | None = None) -> int:
                       notify_events=list(config.trainkit.notify_events or DEFAULT_EVENTS),
                       max_steps=config.sft.max_steps,
                       stall_timeout_seconds=config.trainkit.stall_timeout_seconds,
+                      stop_grace_seconds=config.trainkit.stop_grace_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
         config.overrides = overrides_of(argv)
+        config.hub_note = hub_note
         code = train(config, status, stop, started, claim)
         if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
             if not claim.undo_refused(code, "the preflight found errors (see the log)"):
@@ -107,6 +113,16 @@ def run(argv: list[str] | None = None) -> int:
             announce_exit(code, status, "the preflight found errors: fix what the log's ERROR lines name, then "
                                         "re-run the same command")
         return code
+    except StopBeforeStart as exc:
+        # Nothing was trained by this start: nothing to save, and a long phase (a model load, a Hub that never
+        # answers) must not hold a stop.
+        message = f"stopped before training started ({signal_name(exc.signum)}); re-run the same command to start"
+        protocol.error(message, "the newest complete checkpoint, if any, is where it resumes")
+        # A run this start had not touched keeps its state (a completed run stays completed).
+        if status is not None and not claim.undo_refused(ExitCode.INTERRUPTED, message, event="stopped_before_start"):
+            status.update(state="interrupted", exit_code=int(ExitCode.INTERRUPTED), message=message)
+            status.event("interrupted", signal=signal_name(exc.signum), message=message)
+        return ExitCode.INTERRUPTED
     except TrainkitError as exc:
         return verdict(exc, status, claim)
     except Exception as exc:  # the supervisor resumes on 70; the log keeps the whole story
@@ -189,6 +205,8 @@ def train(config, status: RunStatus, stop: StopRequest, started: float, claim: C
     from trainkit.preflight.checks import preflight
 
     report = Report("PREFLIGHT")
+    if config.hub_note:
+        report.ok(config.hub_note)
     preflight(config, report, training=True)
     if main_proc:
         report.print_findings()
@@ -274,7 +292,7 @@ BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
 
 def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn, continuation=None) -> int:
     from trainkit.train import out_of_room, resume
-    from trainkit.train.backend import backend_for
+    from trainkit.train.backend import EvaluationStopped, backend_for
     from trainkit.train.callbacks import TrainkitCallback
     from trainkit.train.divergence import LossDiverged
     from trainkit.train.eval_callback import eval_callbacks
@@ -287,6 +305,8 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
     faults = Faults.from_env()
     if faults.crash_now(0):
         raise InjectedCrash("injected crash before the first step")
+    faults.ignore_stop_if_set()
+    faults.hang_before_first_step_if_set()
     backend = backend_for(config)
     data = backend.load_data(config)
     prepare_wandb(out, config.trainkit.wandb_project, config.sft.report_to, warn)
@@ -306,6 +326,7 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
             f"change the setting it names (config file or command line) and re-run; traceback in {log_path}",
         ) from None
     session.continuation = continuation
+    session.stop_requested = lambda: stop.requested
     if stop.requested:
         return interrupted(out, status, stop, "before the first step; nothing new to save")
     # Bounded, and offline when W&B does not answer: W&B is how people watch a run, not what it is for.
@@ -321,6 +342,12 @@ def train_from(newest, config, status: RunStatus, stop: StopRequest, started: fl
             raise RuntimeError(
                 f"training ended at step {state.global_step} of {state.max_steps} without a stop request")
         session.check_weights()
+    except EvaluationStopped:
+        # The evaluation's figures are abandoned, not reported as if complete; the last finished step is kept.
+        saved, why = session.save_last_good()
+        where = f"evaluation abandoned; checkpoint saved at step {session.state.global_step}" if saved else \
+            f"evaluation abandoned; {why or 'nothing new to save'}"
+        return interrupted(out, status, stop, where)
     except LossDiverged as exc:
         saved, why = session.save_last_good()
         where = ""

@@ -57,6 +57,11 @@ def write(config, overrides: list[str]) -> None:
     except OSError:
         return
     text = data.decode("utf-8", "replace")
+    secrets = secret_keys(text)
+    if secrets:
+        # A credential in the config never lands in the output dir: the copy leaves it out, and a start from the
+        # copy takes it from the file it came from (trainkit.config.settings: credentials do not define a run).
+        text = without_secrets(text)
     out = config.output_dir
     write_text_atomic(out / SNAPSHOT_FILE, f"# The config {source} as this run was launched with it "
                                            f"({time.strftime('%Y-%m-%d %H:%M:%S')}); relaunches read this copy.\n"
@@ -67,8 +72,40 @@ def write(config, overrides: list[str]) -> None:
         "overrides": [a for a in overrides if a.split("=")[0] not in ONE_SHOT],
         "sources": dict(sorted(config.sources.items())),
         "launch_id": os.environ.get("TRAINKIT_LAUNCH_ID", ""),
+        "secrets_from_source": secrets,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+
+
+def secret_keys(text: str) -> list[str]:
+    """The credential keys of a YAML config (top level, or under env:), by name only."""
+    import yaml
+
+    from trainkit.core.credentials import is_secret_name
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(values, dict):
+        return []
+    found = [k for k in values if is_secret_name(str(k))]
+    env = values.get("env")
+    if isinstance(env, dict):
+        found += [f"env.{k}" for k in env if is_secret_name(str(k))]
+    return found
+
+
+def without_secrets(text: str) -> str:
+    import yaml
+
+    from trainkit.core.credentials import is_secret_name
+
+    values = yaml.safe_load(text)
+    kept = {k: v for k, v in values.items() if not is_secret_name(str(k))}
+    if isinstance(kept.get("env"), dict):
+        kept["env"] = {k: v for k, v in kept["env"].items() if not is_secret_name(str(k))}
+    return "# credentials of the launched file are left out of this copy\n" + yaml.safe_dump(kept, sort_keys=False)
 
 
 def read(output_dir: Path) -> dict | None:

@@ -11,6 +11,7 @@ from trl import SFTTrainer, get_peft_config, get_quantization_config
 
 from trainkit.core.signals import agree_across_ranks
 from trainkit.preflight import strategy as strategies
+from trainkit.train.backend import EvaluationStopped
 from trainkit.train.checkpoints import INCOMPLETE_MARKER, PREFIX_CHECKPOINT_DIR
 from trainkit.train.divergence import (
     DivergenceGuard,
@@ -64,6 +65,13 @@ class GuardedSFTTrainer(SFTTrainer):
         return result
 
     batch_shape: tuple[int, ...] | None = None  # the running micro-batch's (rows, tokens): an OOM names it
+    stop_requested = staticmethod(lambda: False)  # train.py's StopRequest, read between evaluation batches
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # An evaluation can take many minutes: a stop request abandons it rather than wait for its end.
+        if agree_across_ranks(self.stop_requested()):
+            raise EvaluationStopped(f"evaluation at step {self.state.global_step} abandoned")
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         step = self.state.global_step + 1
