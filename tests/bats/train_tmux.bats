@@ -335,3 +335,17 @@ launch() {
   status_of
   assert_line "[STATUS] config: $config (changed since launch); relaunches read $OUT/launch_config.yaml"
 }
+
+@test "a trainer deaf to a stop is SIGKILLed by the supervisor after stop_grace_seconds: verdict 75, the stop forced, the lock free" {
+  TRAINKIT_FAULT_IGNORE_STOP=1 TRAINKIT_FAULT_STEP_DELAY=0.3 \
+    run -0 launch --no-wait -- --report_to none --max_steps 400 --stop_grace_seconds 2
+  wait_for_step 2
+  kill -TERM "$(supervisor_pid)"
+  wait_for_file "$OUT/.trainkit.exit" 30
+  assert_equal "$(exit_code)" 75
+  run -0 grep -F "❌ ERROR: the stop was forced: train.py did not exit within 2s of SIGTERM and was killed (SIGKILL)" "$TRAINKIT_LOG_DIR/latest.log"
+  run -1 grep -F "relaunching" "$TRAINKIT_LOG_DIR/latest.log"
+  run -1 lock_held
+  status_of
+  assert_equal "$status" 75
+}

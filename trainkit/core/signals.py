@@ -29,6 +29,10 @@ class StopBeforeStart(BaseException):
         self.signum = signum
 
 
+class EvaluationStopped(Exception):
+    """A stop request during an evaluation: its figures are abandoned, the last finished step is saved (exit 75)."""
+
+
 NOW_EXIT = 75  # a second stop request: interrupted, without the save
 
 

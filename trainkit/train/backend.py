@@ -25,10 +25,6 @@ from pathlib import Path
 from typing import Protocol
 
 
-class EvaluationStopped(Exception):
-    """A stop request during an evaluation: its figures are abandoned, the last finished step is saved (exit 75)."""
-
-
 class TrainingSession(Protocol):
     state: object  # global_step, max_steps, log_history, save_to_json(path)
     continuation: object  # trainkit.train.continuation.Continuation for --more_steps, or None

@@ -13,6 +13,8 @@
                                      load, a Hub that never answers): signals are heard, as there
     TRAINKIT_FAULT_IGNORE_STOP=1     a trainer deaf to stop requests (SIGTERM/SIGINT/SIGHUP ignored): the
                                      supervisor's stop grace ends it with SIGKILL
+    TRAINKIT_FAULT_SIGNAL_IN_EVAL=SIGTERM  this process gets the signal while it evaluates (between two
+                                     batches of the first evaluation): a stop that arrives mid-evaluation
     TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP=4  SIGKILL this process while it writes checkpoint-4, after the
                                      weights and optimizer, before its RNG state (a rank lost mid-save)
     TRAINKIT_FAULT_ENOSPC_AT_SAVE=6  the save of checkpoint-6 fails with ENOSPC after writing part of it (the
@@ -57,6 +59,7 @@ class Faults:
     kill_in_save_at_step: int | None = None
     enospc_at_save: int | None = None
     hang_before_first_step: bool = False
+    signal_in_eval: str | None = None
     ignore_stop: bool = False
     oom_at_step: int | None = None
 
@@ -76,6 +79,7 @@ class Faults:
             kill_in_save_at_step=_env_number("TRAINKIT_FAULT_KILL_IN_SAVE_AT_STEP", int),
             enospc_at_save=_env_number("TRAINKIT_FAULT_ENOSPC_AT_SAVE", int),
             hang_before_first_step=bool(os.environ.get("TRAINKIT_FAULT_HANG_BEFORE_FIRST_STEP")),
+            signal_in_eval=os.environ.get("TRAINKIT_FAULT_SIGNAL_IN_EVAL") or None,
             ignore_stop=bool(os.environ.get("TRAINKIT_FAULT_IGNORE_STOP")),
             oom_at_step=_env_number("TRAINKIT_FAULT_OOM_AT_STEP", int),
         )
@@ -101,6 +105,14 @@ class Faults:
 
         while True:
             time.sleep(1)
+
+    def signal_if_evaluating(self) -> None:
+        name = self.signal_in_eval
+        if name and self._fire_once():
+            import signal
+
+            object.__setattr__(self, "signal_in_eval", None)  # once per process, as a person's Ctrl-C
+            os.kill(os.getpid(), getattr(signal, name))
 
     def ignore_stop_if_set(self) -> None:
         if not self.ignore_stop:

@@ -298,8 +298,9 @@ class MlxSession:
         total, rows = 0.0, 0
         size = self.sft.per_device_eval_batch_size
         for start in range(0, len(self.validation), size):
+            self.faults.signal_if_evaluating()
             if self.stop_requested():
-                from trainkit.train.backend import EvaluationStopped
+                from trainkit.core.signals import EvaluationStopped
 
                 raise EvaluationStopped(f"evaluation at step {self.state.global_step} abandoned")
             indices = list(range(start, min(start + size, len(self.validation))))

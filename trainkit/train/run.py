@@ -291,8 +291,9 @@ BUILD_INPUT_ERRORS = (ValueError, TypeError, ImportError)
 
 
 def train_from(newest, config, status: RunStatus, stop: StopRequest, started: float, warn, continuation=None) -> int:
+    from trainkit.core.signals import EvaluationStopped
     from trainkit.train import out_of_room, resume
-    from trainkit.train.backend import EvaluationStopped, backend_for
+    from trainkit.train.backend import backend_for
     from trainkit.train.callbacks import TrainkitCallback
     from trainkit.train.divergence import LossDiverged
     from trainkit.train.eval_callback import eval_callbacks

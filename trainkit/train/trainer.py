@@ -9,9 +9,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-from trainkit.core.signals import agree_across_ranks
+from trainkit.core.signals import EvaluationStopped, agree_across_ranks
 from trainkit.preflight import strategy as strategies
-from trainkit.train.backend import EvaluationStopped
 from trainkit.train.checkpoints import INCOMPLETE_MARKER, PREFIX_CHECKPOINT_DIR
 from trainkit.train.divergence import (
     DivergenceGuard,
@@ -68,6 +67,7 @@ class GuardedSFTTrainer(SFTTrainer):
     stop_requested = staticmethod(lambda: False)  # train.py's StopRequest, read between evaluation batches
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        self.faults.signal_if_evaluating()
         # An evaluation can take many minutes: a stop request abandons it rather than wait for its end.
         if agree_across_ranks(self.stop_requested()):
             raise EvaluationStopped(f"evaluation at step {self.state.global_step} abandoned")
