@@ -209,7 +209,7 @@ while [[ -z "$stop_signal" ]]; do
   attempt_config="$config"
   if ((attempt > 1)); then
     attempt_config="$(tk_runctl launch-config --output-dir "$output_dir" --launch-id "$launch_id" --config "$config" 9>&-)"
-    [[ "$attempt_config" == "$config" ]] || say tk_section "$tag" "relaunching with the config as launched: $attempt_config"
+    [[ "$attempt_config" == "$config" ]] || say tk_section "$tag" "this attempt reads the config as launched: $attempt_config"
   fi
   set -m
   TRAINKIT_ATTEMPT=$attempt TRAINKIT_LOCK_FD=9 TRAINKIT_RANK_EXIT_DIR="$rank_exits" \

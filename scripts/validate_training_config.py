@@ -27,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainkit.core.errors import ConfigError
+
+SUMMARY_LINES = ("effective batch:", "memory:", "duration estimate")
 from trainkit.core.report import Report
 
 
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             report.ok(f"unchanged since this check passed {earlier['age']:.0f} s ago "
                       f"({time.strftime('%H:%M:%S', time.localtime(earlier['passed_at']))}): the config, the files "
                       "it names, trainkit and the libraries; not repeated (train.py checks again at its start)")
-            report.findings += [f for f in earlier["findings"] if f.level != "ok"]
+            # The run's shape stays on screen: the batch, the memory and the duration lines, then every WARNING.
+            report.findings += [f for f in earlier["findings"]
+                                if f.level != "ok" or f.message.startswith(SUMMARY_LINES)]
             return report.finish("training config is valid (unchanged)")
     try:
         from trainkit.config.settings import parse

@@ -324,7 +324,7 @@ launch() {
   wait_for_file "$OUT/.trainkit.exit"
   assert_equal "$(exit_code)" 0
   log="$TRAINKIT_LOG_DIR/latest.log"
-  run -0 grep -F "[TRAINING-CPU] relaunching with the config as launched: $OUT/launch_config.yaml" "$log"
+  run -0 grep -F "[TRAINING-CPU] this attempt reads the config as launched: $OUT/launch_config.yaml" "$log"
   run -0 grep -F "Found checkpoint at step 3" "$log"
   run -0 grep -F "learning_rate: 1.0e-3" "$OUT/launch_config.yaml"
   assert_file_exists "$OUT/final/adapter_model.safetensors"
