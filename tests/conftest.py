@@ -34,8 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
-# Files that train most (two-process groups, crash loops, the benchmark) are handed out first: with
-# --dist loadfile a long file handed out last leaves one worker alone at the end.
+# Files that train most (two-process groups, crash loops, the benchmark) are handed out first: a long
+# test handed out last would leave one worker alone at the end, whatever a worker can steal.
 FIRST_FILES = ("test_train_distributed.py", "test_train_failures.py", "test_mlx_backend.py", "test_bench.py",
                "test_train_resume.py")
 
