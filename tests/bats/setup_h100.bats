@@ -201,7 +201,7 @@ add_final_data() {
   assert_line "  ↳ from your machine: scp -P 40022 data/synthetic/final_train.jsonl data/synthetic/final_validation.jsonl root@203.0.113.7:$REPO/data/synthetic/ (setup made that directory), or here, from a private HF dataset repo: hf download <user>/<dataset> --repo-type dataset --local-dir data/synthetic; then re-run scripts/setup_runpod_h100.sh"
   assert_dir_exists "$REPO/data/synthetic"
   assert_file_not_exists "$REPO/data/processed"
-  run grep -F "validate_training_config.py --config configs/training_config_h100.yaml --no-data" "$STUB_LOG"
+  run grep -E "validate_training_config.py --config configs/training_config_h100.yaml --output_dir [^ ]+ --no-data" "$STUB_LOG"
   assert_success
 }
 
