@@ -37,7 +37,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # Files that train most (two-process groups, crash loops, the benchmark) are handed out first: a long
 # test handed out last would leave one worker alone at the end, whatever a worker can steal.
 FIRST_FILES = ("test_train_distributed.py", "test_train_failures.py", "test_mlx_backend.py", "test_bench.py",
-               "test_train_resume.py")
+               "test_train_resume.py", "test_stop_phases.py", "test_hub_offline.py", "test_wandb_fallback.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -27,7 +27,7 @@ def train(tmp_path, config, *args, out=None) -> Run:
     return check_log(Run(code, log.read_text(), log))
 
 
-def test_a_start_keeps_the_config_as_launched_and_a_start_from_that_copy_leaves_it_alone(tmp_path):
+def test_a_start_keeps_the_config_as_launched_and_a_start_from_that_copy_leaves_it_alone(tmp_path, capsys):
     config = own_config(tmp_path)
     out = tmp_path / "out"
     run = train(tmp_path, config, "--max_steps", "4", "--save_steps", "2")
@@ -46,6 +46,10 @@ def test_a_start_keeps_the_config_as_launched_and_a_start_from_that_copy_leaves_
     assert again.returncode == 0, again.output[-2000:]
     assert read_json(out / snapshot.RECORD_FILE) == record  # a start from the copy does not rewrite it
     assert snapshot.describe(out) == f"{config.resolve()} (changed since launch)"
+    # The status command names the launched file, and that it changed since.
+    status_report.render(out, status_report.Facts(session="none", log=""), as_json=False)
+    assert (f"[STATUS] config: {config.resolve()} (changed since launch); relaunches read "
+            f"{out / snapshot.SNAPSHOT_FILE}") in capsys.readouterr().out
 
 
 def test_a_users_rerun_after_a_blocking_edit_is_refused_with_the_command_that_resumes_as_launched(tmp_path):
@@ -89,18 +93,6 @@ def test_a_relaunch_reads_the_copy_only_within_the_launch_that_made_it(tmp_path)
     assert snapshot.relaunch_config(out, "launch-1", "configs/mine.yaml") == str(out / snapshot.SNAPSHOT_FILE)
     assert snapshot.relaunch_config(out, "launch-2", "configs/mine.yaml") == "configs/mine.yaml"
     assert snapshot.describe(out) == "/x/mine.yaml (no longer there)"
-
-
-def test_the_status_command_names_the_launched_config_and_whether_it_changed(tmp_path, capsys):
-    config = own_config(tmp_path)
-    out = tmp_path / "out"
-    assert train(tmp_path, config, "--max_steps", "2").returncode == 0
-    config.write_text(config.read_text() + "# edited\n")
-    capsys.readouterr()
-    status_report.render(out, status_report.Facts(session="none", log=""), as_json=False)
-    text = capsys.readouterr().out
-    assert (f"[STATUS] config: {config.resolve()} (changed since launch); relaunches read "
-            f"{out / snapshot.SNAPSHOT_FILE}") in text
 
 
 def test_the_copy_holds_no_credential_and_a_start_from_it_takes_them_from_the_launched_file(tmp_path, monkeypatch):

@@ -219,7 +219,7 @@ def test_with_no_arguments_it_plans_this_cpu_with_the_throughput_it_measured_and
 
     log = tmp_path / "run.log"
     code = train_in_process(["--config", str(tmp_path / "mine.yaml"), "--output_dir", str(tmp_path / "run"),
-                             "--max_steps", "8", "--eval_strategy", "no", "--report_to", "none"], base_env(), log)
+                             "--max_steps", "5", "--eval_strategy", "no", "--report_to", "none"], base_env(), log)
     assert code == 0, log.read_text()[-2000:]
     reached = json.loads((tmp_path / "run/status.json").read_text())["tokens_per_second"]
     assert planned / 3 < reached < planned * 3, (planned, reached)

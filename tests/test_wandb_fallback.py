@@ -62,14 +62,14 @@ def test_a_failing_or_silent_w_and_b_costs_one_warning_and_the_run_trains_offlin
     url = standin(answer)
     out = tmp_path / "out"
     began = time.monotonic()
-    run = run_train(out, "--max_steps", "5", "--report_to", "wandb", "--wandb_timeout_seconds", "3",
+    run = run_train(out, "--max_steps", "5", "--report_to", "wandb", "--wandb_timeout_seconds", "2",
                     env=online_env(url))
     took = time.monotonic() - began
     assert run.returncode == 0, run.output[-3000:]
     assert took < 60, f"{took:.0f} s: W&B's own defaults wait 90 s and more"
     [warning] = [line for line in run.lines if line.startswith("⚠️ WARNING: W&B")]
     host = url.removeprefix("http://")
-    why = f"{host} answered HTTP 500" if answer else f"{host} did not answer within 3 s"
+    why = f"{host} answered HTTP 500" if answer else f"{host} did not answer within 2 s"
     run_id = read_json(out / "wandb_run.json")["run_id"]
     assert warning.startswith(f"⚠️ WARNING: W&B is not answering ({why}): the run logs offline in {out}/wandb/"
                               f"offline-run-")
