@@ -67,11 +67,12 @@ lint: $(VENV_STAMP) ## ruff and shellcheck
 # at a time (GNU parallel).
 # Each tiny-model trainer gets one OpenMP thread: with several side by side on 2 cores, OpenMP's
 # spin-waiting threads fight over them (three smoke runs at once: 35 s with 2 threads each, 15 s with 1).
-# The longest files start first, so that the end of the run is not one long file on one core.
+# The longest tests start first (the agent's and the demo's single minute-long tests, then the torchrun
+# and tmux files), so that the end of the run is not one long test on one core.
 PYTEST_JOBS ?= 2
 BATS_JOBS ?= 3
 TEST_ENV := OMP_NUM_THREADS=1
-BATS_FIRST := tests/bats/train_multiproc.bats tests/bats/train_tmux.bats
+BATS_FIRST := tests/bats/agent.bats tests/bats/demo.bats tests/bats/train_multiproc.bats tests/bats/train_tmux.bats
 BATS_FILES := $(BATS_FIRST) $(filter-out $(BATS_FIRST),$(sort $(wildcard tests/bats/*.bats)))
 pytest: setup
 	$(TEST_ENV) $(VENV)/bin/pytest -q -n $(PYTEST_JOBS) --dist worksteal --durations=15 tests

@@ -74,6 +74,8 @@ def test_a_model_whole_in_the_cache_trains_evaluates_and_samples_with_a_hub_that
             "training (HF_HUB_OFFLINE=1 for this run)") in output
     adapter = out / "final"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == REPO_ID
+    # The run is pinned to the snapshot it trained from (trainkit.train.fingerprint).
+    assert json.loads((out / "run_fingerprint.json").read_text())["defining"]["model_snapshot"] == COMMIT
 
     code, output, _ = run(["scripts/sample.py", "--adapter", str(adapter), "--prompt", "hello", "--max-new-tokens",
                            "4"], env)
@@ -106,3 +108,27 @@ def test_a_snapshot_missing_a_weight_shard_or_its_tokenizer_is_not_whole(tmp_pat
         {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     whole, why = cached_completely(str(folder))
     assert not whole and why.startswith("weight shards missing: model-00001-of-00002.safetensors")
+
+
+def test_a_cache_updated_under_a_run_is_refused_with_the_revision_the_run_trained_from(tmp_path, monkeypatch,
+                                                                                      tiny_model):
+    from huggingface_hub import constants
+
+    from trainkit.train import fingerprint
+
+    hub = tmp_path / "hub"
+    repo = hub / f"models--{REPO_ID.replace('/', '--')}"
+    newer = "89abcdef" * 5
+    for commit in (COMMIT, newer):
+        shutil.copytree(tiny_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(newer)  # `hf download` again, after the run started from COMMIT
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    assert cached_completely(REPO_ID) == (True, newer)
+    assert cached_completely(REPO_ID, revision=COMMIT) == (True, COMMIT)
+
+    recorded = {"defining": {"model_snapshot": COMMIT}, "length": {}, "cadence": {}}
+    current = {"defining": {"model_snapshot": newer}, "length": {}, "cadence": {}}
+    changes = fingerprint.compare(recorded, current)
+    assert changes.blocking == [f"model_snapshot: {COMMIT} -> {newer}"]
+    assert fingerprint.resume_flags(changes.blocking) == f"--model_revision {COMMIT}"

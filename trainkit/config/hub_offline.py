@@ -5,9 +5,12 @@ every start, and a Hub that accepts connections but never answers (an outage, a 
 holds a start for good. When the model's config, every weight file and the tokenizer are on this
 machine (a local folder, or a complete snapshot in the HF cache), a start switches the Hub off for
 itself and its children (HF_HUB_OFFLINE=1) before any library asks: no round trip, no wait, and the
-snapshot the cache's ref names (the commit setup downloaded) is exactly what every relaunch loads.
+snapshot the cache's ref names (the commit setup downloaded) is what the run trains: the run's fingerprint
+records it, and a relaunch that would load another snapshot (the cache updated under the run) is refused
+with the --model_revision that loads the recorded one.
 
-    note = offline_if_cached("Qwen/Qwen2.5-7B-Instruct", revision=None)  # a preflight line, or None
+    note, commit = offline_if_cached("Qwen/Qwen2.5-7B-Instruct", revision=None)  # a preflight line and the
+                                                                                # snapshot, or (None, None)
     whole, why = cached_completely(name, revision)                         # from disk only
 """
 
@@ -78,16 +81,18 @@ def go_offline() -> None:
             loaded.HF_HUB_OFFLINE = True
 
 
-def offline_if_cached(name: str | None, revision: str | None = None) -> str | None:
-    """Switch the Hub off when NAME is whole on disk; the line that says so, or None (the Hub stays as it was)."""
+def offline_if_cached(name: str | None, revision: str | None = None) -> tuple[str | None, str | None]:
+    """Switch the Hub off when NAME is whole on disk: (the line that says so, the cached snapshot's commit hash);
+    (None, None) when it is not, and the Hub stays as it was."""
     bound_hub_waits()
     if not name:
-        return None
+        return None, None
     whole, detail = cached_completely(name, revision)
     if not whole:
-        return None
+        return None, None
     already = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
     go_offline()
     where = f"the local cache (snapshot {detail[:12]})" if detail else f"the local folder {name}"
     return (f"model {name} from {where}; no Hub access during training"
-            + (" (HF_HUB_OFFLINE=1 was already set)" if already else " (HF_HUB_OFFLINE=1 for this run)"))
+            + (" (HF_HUB_OFFLINE=1 was already set)" if already else " (HF_HUB_OFFLINE=1 for this run)")), \
+        detail or None

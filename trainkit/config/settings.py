@@ -154,6 +154,7 @@ class Config:
     config_path: str | None = None  # the YAML file read (trainkit.train.snapshot copies it at launch)
     overrides: list = field(default_factory=list)  # the command line beside --config (train.py sets it)
     hub_note: str | None = None  # "model … from the local cache; no Hub access during training" (hub_offline)
+    model_snapshot: str | None = None  # the commit hash of the cached snapshot the run loads (hub_offline)
     memory_estimate: object = None  # the preflight's MemoryEstimate under the run's settings
 
     @property

@@ -92,6 +92,9 @@ def fingerprint(config) -> dict:
         # different layouts, and neither resumes under the other (transformers raises mid-start).
         "distributed_strategy": getattr(getattr(config, "strategy", None), "name", None),
     }
+    # The cached snapshot a hub model loads from: a cache updated under a run must not change its weights.
+    if getattr(config, "model_snapshot", None):
+        defining["model_snapshot"] = config.model_snapshot
     # A checkpoint holds one backend's optimizer state; torch runs recorded before the key existed match.
     if getattr(args, "backend", "torch") != "torch":
         defining["backend"] = args.backend
@@ -150,7 +153,7 @@ def resume_flags(blocking: list[str]) -> str:
         key, _, values = change.partition(": ")
         old = values.split(" -> ")[0]
         if old and " " not in old and not old.startswith(("[", "{")) and old != "None":
-            flags.append(f"--{key} {old}")
+            flags.append(f"--{'model_revision' if key == 'model_snapshot' else key} {old}")
     return " ".join(flags)
 
 

@@ -87,7 +87,8 @@ def run(argv: list[str] | None = None) -> int:
         # Before any library asks the Hub: a model whole on disk is read with the Hub off.
         from trainkit.config.hub_offline import offline_if_cached
 
-        hub_note = offline_if_cached(early_value(argv, "model_name_or_path"), early_value(argv, "model_revision"))
+        hub_note, model_snapshot = offline_if_cached(early_value(argv, "model_name_or_path"),
+                                                     early_value(argv, "model_revision"))
         from trainkit.config.settings import parse
 
         config = parse(argv)
@@ -105,7 +106,7 @@ def run(argv: list[str] | None = None) -> int:
                       stop_grace_seconds=config.trainkit.stop_grace_seconds,
                       first_step_timeout_seconds=config.trainkit.first_step_timeout_seconds)
         config.overrides = overrides_of(argv)
-        config.hub_note = hub_note
+        config.hub_note, config.model_snapshot = hub_note, model_snapshot
         code = train(config, status, stop, started, claim)
         if code == ExitCode.ERROR and not claim.undo_if_fresh(code):  # the preflight's ERRORs are printed
             if not claim.undo_refused(code, "the preflight found errors (see the log)"):
