@@ -341,7 +341,7 @@ setup_h100() {
   run_check check_gpu.py --env h100
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" --output_dir "$output_dir" ${data_flag[@]+"${data_flag[@]}"} \
-    --remember "$(tk_log_dir "$root")/.preflight"
+    --remember "$(tk_preflight_dir "$root")"
 }
 
 # setup_m4 — chip, unified memory, Python, .venv-local/, data, W&B, checkers (MPS and Metal through check_gpu).
@@ -382,7 +382,7 @@ setup_m4() {
   run_check check_gpu.py --env m4
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
   run_check validate_training_config.py --config "$config" --output_dir "$output_dir" ${data_flag[@]+"${data_flag[@]}"} \
-    --remember "$(tk_log_dir "$root")/.preflight"
+    --remember "$(tk_preflight_dir "$root")"
   say "the duration estimate above is computed from FLOPs for this chip; keep the Mac on power and awake while it trains"
 }
 
@@ -406,7 +406,7 @@ setup_cpu() {
   step "preflight checks"
   run_check validate_environment.py --env cpu
   run_check check_storage.py --path "$root" "${disk_flags[@]}" --output-dir "$output_dir"
-  run_check validate_training_config.py --config "$config" --output_dir "$output_dir" --remember "$(tk_log_dir "$root")/.preflight"
+  run_check validate_training_config.py --config "$config" --output_dir "$output_dir" --remember "$(tk_preflight_dir "$root")"
 }
 
 py="" base_python=""

@@ -117,7 +117,7 @@ run_check scripts/validate_environment.py --env "$platform"
 run_check scripts/check_storage.py --path "$root" --platform "$platform" --output-dir "$output_dir"
 # A pass on the same inputs within the hour (setup.sh's, or the last launch's) is recalled, not repeated.
 run_check scripts/validate_training_config.py --config "$config" --output_dir "$output_dir" "$@" \
-  --remember "$(tk_log_dir "$root")/.preflight"
+  --remember "$(tk_preflight_dir "$root")"
 
 if [[ -n "$dry_run" ]]; then
   exec "$python" train.py --config "$config" --output_dir "$output_dir" "$dry_run" "$@"

@@ -54,3 +54,8 @@ tk_timestamp() {
 tk_log_dir() {
   printf '%s\n' "${TRAINKIT_LOG_DIR:-$1/logs}"
 }
+
+# tk_preflight_dir ROOT — where config checks that passed are remembered: $TRAINKIT_PREFLIGHT_DIR, else logs/.preflight.
+tk_preflight_dir() {
+  printf '%s\n' "${TRAINKIT_PREFLIGHT_DIR:-$(tk_log_dir "$1")/.preflight}"
+}

@@ -28,6 +28,8 @@ use_private_training_env() {
   export TRAINKIT_TMUX_SOCKET="trainkit-$1-$$-${BATS_TEST_NUMBER}"
   # Its own logs/ (and logs/latest.log): tests run side by side (bats --jobs).
   export TRAINKIT_LOG_DIR="$BATS_TEST_TMPDIR/logs"
+  # Config checks that passed are recalled across the run's tests, as across one user's launches.
+  export TRAINKIT_PREFLIGHT_DIR="$BATS_RUN_TMPDIR/preflight"
   export TRAINKIT_BACKOFF_SECONDS=0 TRAINKIT_WATCH_INTERVAL=1
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
   unset TRAINKIT_FAULT_CRASH_AT_STEP TRAINKIT_FAULT_RANK TRAINKIT_FAULT_NAN_AT_STEP TRAINKIT_FAULT_STEP_DELAY TRAINKIT_FAULT_ONCE NO_COLOR

@@ -95,7 +95,9 @@ def inputs_digest(argv: list[str]) -> str | None:
     source = sorted((str(p.relative_to(PACKAGE)), p.stat().st_size, p.stat().st_mtime_ns)
                     for p in PACKAGE.rglob("*.py"))
     state = {
-        "argv": [a for a in argv if a != "--config" and a != config],
+        # Not the output dir: the checks of a config do not depend on it (train.py checks its disk at its start).
+        "argv": [a for i, a in enumerate(argv) if a not in ("--config", config, "--output_dir")
+                 and not a.startswith("--output_dir=") and not (i and argv[i - 1] == "--output_dir")],
         "config": [str(Path(config).resolve()), Path(config).read_bytes().hex()],
         "paths": sorted(_stat(p) for p in _named_paths([inputs, argv_inputs])),
         "env": {key: os.environ.get(key) for key in ENV_KEYS},
