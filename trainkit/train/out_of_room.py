@@ -82,13 +82,12 @@ def tree_bytes(path: Path) -> int:
 
 
 def free_bytes(path: Path) -> int:
-    """Free bytes where PATH is written; TRAINKIT_FAULT_DISK_FREE_BYTES stands in for a nearly full disk."""
+    """Free bytes where PATH is written (trainkit.preflight.storage's probe); TRAINKIT_FAULT_DISK_FREE_BYTES stands
+    in for a nearly full disk."""
+    from trainkit.preflight import storage
+
     injected = os.environ.get("TRAINKIT_FAULT_DISK_FREE_BYTES")
-    if injected:
-        return int(injected)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
+    return int(injected) if injected else storage.free_bytes(path)
 
 
 def size_text(n: float) -> str:
